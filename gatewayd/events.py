@@ -1,0 +1,168 @@
+"""Line events (drivers -> IVR) and actions (IVR -> audio and line control).
+
+Events and actions are plain frozen dataclasses so the IVR engine stays pure:
+it is fed events and a clock and returns actions, with no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Party = Literal["handset", "remote"]
+
+#: Keys a DTMF pad can send (A-D come from MT8870-class decoders and modems).
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+
+# --- line events -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OffHook:
+    """The box's own handset was lifted."""
+
+
+@dataclass(frozen=True)
+class OnHook:
+    """The box's own handset was hung up (a break longer than the hang-up threshold)."""
+
+
+@dataclass(frozen=True)
+class Flash:
+    """A register-recall break on the handset line."""
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One DTMF (or dial-pulse) key from a party."""
+
+    key: str
+    party: Party = "handset"
+
+    def __repr__(self) -> str:  # keys may be code digits: never show them in logs
+        return f"Digit(key='?', party={self.party!r})"
+
+
+@dataclass(frozen=True)
+class Ring:
+    """The line is ringing (an incoming call, before it is answered)."""
+
+
+@dataclass(frozen=True)
+class RemoteAnswered:
+    """A remote call was answered: a remote session starts."""
+
+
+@dataclass(frozen=True)
+class RemoteHangup:
+    """The remote party hung up (or the modem reported the end of the call)."""
+
+
+@dataclass(frozen=True)
+class LineFault:
+    """The line hardware failed (device unplugged, serial error)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TimerExpired:
+    """A timer the IVR asked for has expired."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class PlaybackDone:
+    """The prompt sequence started by ``Play(play_id=...)`` finished playing (not stopped)."""
+
+    play_id: int
+
+
+LineEvent = (
+    OffHook
+    | OnHook
+    | Flash
+    | Digit
+    | Ring
+    | RemoteAnswered
+    | RemoteHangup
+    | LineFault
+    | TimerExpired
+    | PlaybackDone
+)
+
+
+# --- actions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpokenDigit:
+    """A prompt that speaks one digit of a code (read-back).
+
+    Its repr and its event form never show the digit; only the audio player
+    resolves it to ``digit_N``.
+    """
+
+    digit: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "digit_masked"
+
+    def prompt_id(self) -> str:
+        """The real prompt id, for the audio player only."""
+        return f"digit_{self.digit}"
+
+
+PromptRef = str | SpokenDigit
+
+
+@dataclass(frozen=True)
+class Play:
+    """Play prompts back to back; ``PlaybackDone(play_id)`` is fed back when they end."""
+
+    prompts: tuple[PromptRef, ...]
+    play_id: int
+
+
+@dataclass(frozen=True)
+class PlayTone:
+    """Play a tone of the profile's tone plan (``dial``, ``busy``, ``congestion``, ...)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class StopAudio:
+    """Stop any prompt or tone at once (barge-in, hang-up)."""
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End the remote call (a handset call ends by going on-hook)."""
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """(Re)start the named timer; ``TimerExpired(name)`` is fed back when it fires."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    """Cancel the named timer, if running."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Notify:
+    """An event for the ``events`` stream (control socket, console); never holds digits."""
+
+    event: dict[str, Any]
+
+
+Action = Play | PlayTone | StopAudio | Hangup | StartTimer | CancelTimer | Notify

@@ -1,0 +1,1 @@
+"""Line drivers: turn hardware (or the sim socket) into LineEvents."""

@@ -1,0 +1,108 @@
+"""Hashing of the secret code (DESIGN.md §2.4): scrypt(HMAC-SHA256(pepper, code), salt).
+
+With only 10,000 possible codes a salted hash alone falls in minutes; the
+per-box pepper, kept outside the state directory, is what protects a leaked
+state file. Comparison is constant-time (``hmac.compare_digest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from gatewayd.errors import PepperError
+
+LOGGER = logging.getLogger(__name__)
+
+SALT_BYTES = 16
+HASH_BYTES = 32
+#: A pepper shorter than this is a provisioning mistake (e.g. an empty file), not a secret.
+PEPPER_MIN_BYTES = 16
+PEPPER_BYTES = 32
+#: File name of the pepper in systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``).
+PEPPER_CREDENTIAL = "gatewayd-pepper"
+
+
+class CodeHasher:
+    """Hashes and verifies codes with the box's pepper and the profile's scrypt cost."""
+
+    def __init__(self, pepper: bytes, *, n: int = 2**14, r: int = 8, p: int = 1) -> None:
+        if len(pepper) < PEPPER_MIN_BYTES:
+            raise PepperError(f"pepper too short ({len(pepper)} bytes, need {PEPPER_MIN_BYTES})")
+        if n < 2 or n & (n - 1):
+            raise ValueError(f"scrypt n must be a power of two, got {n}")
+        self._pepper = pepper
+        self._n, self._r, self._p = n, r, p
+        # scrypt needs 128*r*n bytes; give it that plus slack instead of OpenSSL's 32 MiB default.
+        self._maxmem = 128 * r * n * (p + 1) + 1024 * 1024
+
+    def __repr__(self) -> str:
+        return f"CodeHasher(n={self._n}, r={self._r}, p={self._p})"
+
+    @staticmethod
+    def new_salt() -> bytes:
+        """A fresh random salt for a new code."""
+        return secrets.token_bytes(SALT_BYTES)
+
+    def hash(self, code: str, salt: bytes) -> bytes:
+        """The stored form of ``code`` under ``salt``."""
+        keyed = hmac.new(self._pepper, code.encode("ascii"), hashlib.sha256).digest()
+        return hashlib.scrypt(
+            keyed, salt=salt, n=self._n, r=self._r, p=self._p, maxmem=self._maxmem, dklen=HASH_BYTES
+        )
+
+    def verify(self, code: str, salt: bytes, expected: bytes) -> bool:
+        """True if ``code`` hashes to ``expected`` (constant-time comparison)."""
+        return hmac.compare_digest(self.hash(code, salt), expected)
+
+
+def pepper_path(configured: Path) -> Path:
+    """Where the pepper is read from: systemd's credential if present, else ``configured``."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        candidate = Path(creds) / PEPPER_CREDENTIAL
+        if candidate.exists():
+            return candidate
+    return configured
+
+
+def load_pepper(path: Path) -> bytes:
+    """Read the pepper; a missing, unreadable or short file is a clear error, never a default."""
+    try:
+        pepper = path.read_bytes()
+    except FileNotFoundError:
+        raise PepperError(
+            f"{path}: pepper file missing; this box is not provisioned. "
+            "Run `gatewayd provision` (or LoadCredential=gatewayd-pepper:... in the unit)."
+        ) from None
+    except OSError as exc:
+        raise PepperError(
+            f"{path}: cannot read the pepper ({exc.strerror}); check its owner and mode"
+        ) from exc
+    if len(pepper) < PEPPER_MIN_BYTES:
+        raise PepperError(
+            f"{path}: pepper is {len(pepper)} bytes, at least {PEPPER_MIN_BYTES} are needed; "
+            "re-provision with `gatewayd provision --force` (this invalidates the stored code)"
+        )
+    return pepper
+
+
+def create_pepper(path: Path) -> bytes:
+    """Create a new random pepper at ``path`` (mode 0600); never overwrites an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pepper = secrets.token_bytes(PEPPER_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise PepperError(f"{path}: a pepper already exists; it is never overwritten") from None
+    try:
+        os.write(fd, pepper)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    LOGGER.info("created a new pepper at %s", path)
+    return pepper

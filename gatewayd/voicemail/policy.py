@@ -1,0 +1,233 @@
+"""The security policy of the secret code (DESIGN.md §2): who may do what, counter, cool-down, lock.
+
+The smart-card rule: a try is counted and made durable *before* the code is
+compared, so a hang-up or a power cut after the last digit never gives a free
+try. Cool-downs run on the injected monotonic clock (a box may have no
+real-time clock) and start again in full after a restart.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gatewayd.errors import PolicyError
+from gatewayd.voicemail.codes import CODE_LENGTH, Refusal, refusal_reason
+from gatewayd.voicemail.config import Policy
+from gatewayd.voicemail.hashing import CodeHasher
+from gatewayd.voicemail.store import Store
+
+LOGGER = logging.getLogger(__name__)
+
+#: Origins that may create or modify the code: only the box's own handset (DESIGN §2.1).
+HANDSET = "handset"
+
+
+class Access(enum.Enum):
+    """Whether a code check may be attempted now."""
+
+    OPEN = "open"
+    NO_CODE = "no_code"
+    COOLDOWN = "cooldown"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one code check."""
+
+    ok: bool
+    #: Consecutive failures after this check (0 after a right code).
+    failures: int
+    #: Cool-down started by this failure, in seconds (0 if none).
+    cooldown_s: float = 0.0
+    #: This failure locked access until a reset.
+    locked: bool = False
+
+
+@dataclass(frozen=True)
+class CodeStatus:
+    """What ``status`` may show: never the code, only facts about it."""
+
+    code_set: bool
+    failures: int
+    locked: bool
+    cooldown_remaining_s: float
+    protection: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the console and the control socket."""
+        return {
+            "code_set": self.code_set,
+            "failures": self.failures,
+            "locked": self.locked,
+            "cooldown_remaining_s": round(self.cooldown_remaining_s, 1),
+            "protection": self.protection,
+        }
+
+
+class SecretCodeService:
+    """Create, modify, check and reset the subscriber's code over a :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        hasher: CodeHasher,
+        policy: Policy,
+        clock: Callable[[], float],
+        *,
+        line_number: str = "",
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._policy = policy
+        self._clock = clock
+        self._line_number = line_number
+        self._cooldown_until = 0.0
+        mailbox = store.mailbox()
+        # Re-arm the current cool-down in full: the monotonic clock restarted with the box.
+        if not self._is_locked(mailbox.failures, mailbox.locked):
+            remaining = policy.cooldown_seconds(mailbox.failures)
+            if remaining:
+                self._cooldown_until = clock() + remaining
+                LOGGER.info(
+                    "cool-down of %d s re-armed after start (%d consecutive failures)",
+                    remaining,
+                    mailbox.failures,
+                )
+
+    @property
+    def policy(self) -> Policy:
+        """The policy numbers in force."""
+        return self._policy
+
+    def _is_locked(self, failures: int, locked_flag: bool) -> bool:
+        return locked_flag or failures >= self._policy.lock_after
+
+    def status(self) -> CodeStatus:
+        """Current state of the code, without any secret."""
+        mailbox = self._store.mailbox()
+        locked = self._is_locked(mailbox.failures, mailbox.locked)
+        remaining = 0.0 if locked else max(0.0, self._cooldown_until - self._clock())
+        return CodeStatus(
+            code_set=mailbox.code_set,
+            failures=mailbox.failures,
+            locked=locked,
+            cooldown_remaining_s=remaining,
+            protection=mailbox.protection,
+        )
+
+    def access(self) -> Access:
+        """Whether a caller may be asked for the code now."""
+        mailbox = self._store.mailbox()
+        if not mailbox.code_set:
+            return Access.NO_CODE
+        if self._is_locked(mailbox.failures, mailbox.locked):
+            return Access.LOCKED
+        if self._clock() < self._cooldown_until:
+            return Access.COOLDOWN
+        return Access.OPEN
+
+    def check(self, code: str, origin: str) -> CheckResult:
+        """Check a 4-digit code: count the try durably, then compare.
+
+        Raises :class:`PolicyError` if access is not open (no code, cool-down, lock):
+        the caller must ask :meth:`access` first; nothing is counted then.
+        """
+        if len(code) != CODE_LENGTH or not code.isdigit():
+            raise ValueError("a code check needs exactly 4 digits")
+        state = self.access()
+        if state is not Access.OPEN:
+            raise PolicyError(f"code check refused: {state.value}")
+        mailbox = self._store.mailbox()
+        assert mailbox.code_hash is not None and mailbox.salt is not None
+        failures = mailbox.failures + 1
+        self._store.update_mailbox(failures=failures)  # durable before the comparison
+        if self._hasher.verify(code, mailbox.salt, mailbox.code_hash):
+            self._store.update_mailbox(failures=0, locked=False)
+            self._cooldown_until = 0.0
+            LOGGER.info("right code from %s; failure counter cleared", origin)
+            return CheckResult(ok=True, failures=0)
+        locked = failures >= self._policy.lock_after
+        cooldown = 0.0 if locked else self._policy.cooldown_seconds(failures)
+        with self._store.transaction():
+            if locked:
+                self._store.update_mailbox(locked=True)
+            self._store.audit("failure", origin, failures=failures)
+            if cooldown:
+                self._store.audit("cooldown", origin, seconds=cooldown)
+            if locked:
+                self._store.audit("lock", origin, failures=failures)
+        if cooldown:
+            self._cooldown_until = self._clock() + cooldown
+        LOGGER.warning(
+            "wrong code from %s (%d consecutive failures)%s",
+            origin,
+            failures,
+            " - access locked until a reset"
+            if locked
+            else (f" - cool-down {cooldown:.0f} s" if cooldown else ""),
+        )
+        return CheckResult(ok=False, failures=failures, cooldown_s=cooldown, locked=locked)
+
+    def refusal(self, code: str) -> Refusal | None:
+        """Why ``code`` may not become the new code (trivial, previous code...), or None."""
+        reason = refusal_reason(code, line_number=self._line_number)
+        if reason is not None:
+            return reason
+        mailbox = self._store.mailbox()
+        if (
+            mailbox.code_hash is not None
+            and mailbox.salt is not None
+            and self._hasher.verify(code, mailbox.salt, mailbox.code_hash)
+        ):
+            return Refusal.PREVIOUS
+        return None
+
+    def set_code(self, code: str, origin: str) -> str:
+        """Store a new code (create or modify) from the handset; returns "created" or "modified".
+
+        Clears the failure counter, cool-down and lock, durably and with its audit record.
+        """
+        if origin != HANDSET:
+            raise PolicyError("the code can only be created or modified from the fixed line")
+        reason = self.refusal(code)
+        if reason is not None:
+            raise ValueError(f"code refused: {reason.value}")
+        action = "modified" if self._store.mailbox().code_set else "created"
+        salt = self._hasher.new_salt()
+        code_hash = self._hasher.hash(code, salt)
+        with self._store.transaction():
+            self._store.update_mailbox(code_hash=code_hash, salt=salt, failures=0, locked=False)
+            self._store.audit(action, origin)
+        self._cooldown_until = 0.0
+        LOGGER.info("secret code %s from %s", action, origin)
+        return action
+
+    def set_protection(self, on: bool, origin: str) -> None:
+        """Turn "code required from the fixed line" on or off (handset only, code must exist)."""
+        if origin != HANDSET:
+            raise PolicyError("protection can only be changed from the fixed line")
+        if on and not self._store.mailbox().code_set:
+            raise PolicyError("protection needs a code")
+        with self._store.transaction():
+            self._store.update_mailbox(protection=on)
+            self._store.audit("protection_on" if on else "protection_off", origin)
+        LOGGER.info("code required from the fixed line: %s", "on" if on else "off")
+
+    def reset(self, origin: str) -> None:
+        """Advisor or technician reset: clears code, counter, lock and protection; audited."""
+        with self._store.transaction():
+            self._store.update_mailbox(
+                code_hash=None, salt=None, failures=0, locked=False, protection=False
+            )
+            self._store.audit("reset", origin)
+        self._cooldown_until = 0.0
+        LOGGER.warning("secret code reset by %s", origin)
+
+    def audit_log(self, last: int | None = None) -> list[dict[str, Any]]:
+        """The audit records (never digits), oldest first."""
+        return self._store.audit_log(last)

@@ -1,0 +1,144 @@
+"""A pure test line for the IVR: lift, dial, press keys, hear prompts, wait — on a fake clock.
+
+Playback finishes "instantly" unless a test asks to hear it partly (barge-in);
+timers fire when the fake clock passes them, as the daemon's loop would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gatewayd.events import (
+    Action,
+    CancelTimer,
+    Digit,
+    Hangup,
+    LineEvent,
+    Notify,
+    OffHook,
+    OnHook,
+    Party,
+    Play,
+    PlaybackDone,
+    PlayTone,
+    RemoteAnswered,
+    RemoteHangup,
+    SpokenDigit,
+    StartTimer,
+    StopAudio,
+    TimerExpired,
+)
+from gatewayd.voicemail.config import VoicemailConfig
+from gatewayd.voicemail.ivr import Ivr
+from gatewayd.voicemail.policy import SecretCodeService
+
+
+class FakeClock:
+    """A monotonic clock moved by the test."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Phone:
+    """Drives an Ivr like a subscriber (handset) or a remote caller would."""
+
+    service: SecretCodeService
+    config: VoicemailConfig
+    clock: FakeClock
+    ivr: Ivr = field(init=False)
+    actions: list[Action] = field(default_factory=list)
+    heard: list[str] = field(default_factory=list)  # prompt ids and "tone:NAME", in order
+    events: list[dict[str, object]] = field(default_factory=list)
+    hung_up: bool = False
+    timers: dict[str, float] = field(default_factory=dict)
+    playing: Play | None = None
+    auto_finish: bool = True  # prompts play to their end unless a test keys over them
+
+    def __post_init__(self) -> None:
+        self.ivr = Ivr(self.service, self.config, self.clock)
+
+    # --- what the subscriber does -----------------------------------------------
+    def send(self, event: LineEvent) -> list[Action]:
+        out = self.ivr.handle(event)
+        self.actions.extend(out)
+        for action in out:
+            self._carry_out(action)
+        return out
+
+    def lift(self) -> None:
+        self.send(OffHook())
+
+    def hang_up(self) -> None:
+        self.send(OnHook())
+
+    def call_in(self) -> None:
+        self.send(RemoteAnswered())
+
+    def remote_hang_up(self) -> None:
+        self.send(RemoteHangup())
+
+    def press(self, keys: str, party: Party | None = None) -> None:
+        who: Party = party or self.ivr.party or "handset"
+        for key in keys:
+            self.send(Digit(key, who))
+
+    def dial(self, number: str) -> None:
+        self.press(number, "handset")
+
+    def wait(self, seconds: float) -> None:
+        """Let time pass; due timers fire in deadline order."""
+        end = self.clock.now + seconds
+        while True:
+            due = [(t, n) for n, t in self.timers.items() if t <= end]
+            if not due:
+                break
+            deadline, name = min(due)
+            self.clock.now = max(self.clock.now, deadline)
+            del self.timers[name]
+            self.send(TimerExpired(name))
+        self.clock.now = end
+
+    def finish_prompt(self) -> None:
+        """The prompt now playing plays to its end."""
+        play, self.playing = self.playing, None
+        if play is not None:
+            self.send(PlaybackDone(play.play_id))
+
+    # --- what the subscriber hears ----------------------------------------------
+    def _carry_out(self, action: Action) -> None:
+        match action:
+            case Play(prompts=prompts):
+                self.playing = action
+                self.heard.extend(
+                    p.prompt_id() if isinstance(p, SpokenDigit) else p for p in prompts
+                )
+                if self.auto_finish:
+                    self.finish_prompt()
+            case PlayTone(name=name):
+                self.heard.append(f"tone:{name}")
+            case StopAudio():
+                self.playing = None
+            case Hangup():
+                self.hung_up = True
+            case StartTimer(name=name, seconds=seconds):
+                self.timers[name] = self.clock.now + seconds
+            case CancelTimer(name=name):
+                self.timers.pop(name, None)
+            case Notify(event=event):
+                self.events.append(event)
+
+    def hear(self) -> list[str]:
+        """What was heard since the last call to hear()."""
+        heard, self.heard = self.heard, []
+        return heard
+
+    def events_of(self, kind: str) -> list[dict[str, object]]:
+        return [e for e in self.events if e.get("type") == kind]

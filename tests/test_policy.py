@@ -1,0 +1,144 @@
+"""Failure counter, cool-downs and lock (DESIGN.md §2.3) over a real store on disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gatewayd.errors import PolicyError
+from gatewayd.voicemail.config import Policy
+from gatewayd.voicemail.policy import Access, SecretCodeService
+from gatewayd.voicemail.store import Store
+from tests.conftest import make_service
+from tests.harness import FakeClock
+
+
+def fail(service: SecretCodeService, times: int) -> None:
+    for _ in range(times):
+        assert not service.check("1111", "remote").ok
+
+
+def test_the_try_is_on_disk_before_the_comparison(service, store, monkeypatch) -> None:
+    service.set_code("4931", "handset")
+    seen: list[int] = []
+    hasher = service._hasher  # spy on the comparison: what does the file say at that moment?
+
+    real_verify = hasher.verify
+
+    def verify(code: str, salt: bytes, expected: bytes) -> bool:
+        doc = json.loads(store.path.read_text())["mailbox"]["1"]
+        seen.append(doc["failures"])
+        return real_verify(code, salt, expected)
+
+    monkeypatch.setattr(hasher, "verify", verify)
+    service.check("1111", "remote")
+    service.check("4931", "remote")
+    assert seen == [1, 2]  # counted first, on disk, for a wrong and for a right code
+    assert service.status().failures == 0
+
+
+def test_cooldowns_double_and_are_capped() -> None:
+    policy = Policy()
+    assert [policy.cooldown_seconds(n) for n in (1, 2, 3, 6, 9)] == [0, 0, 900, 1800, 3600]
+    assert Policy(lock_after=100).cooldown_seconds(99) == 24 * 3600
+
+
+def test_three_failures_start_a_cooldown_on_the_monotonic_clock(service, clock) -> None:
+    service.set_code("4931", "handset")
+    fail(service, 3)
+    assert service.access() is Access.COOLDOWN
+    with pytest.raises(PolicyError):
+        service.check("4931", "remote")  # refused, and not counted
+    assert service.status().failures == 3
+    clock.advance(899)
+    assert service.access() is Access.COOLDOWN
+    clock.advance(1)
+    assert service.access() is Access.OPEN
+    fail(service, 3)
+    assert service.status().cooldown_remaining_s == 1800
+
+
+def test_a_cooldown_is_rearmed_in_full_after_a_restart(state_path, clock) -> None:
+    with Store(state_path) as store:
+        service = make_service(store, clock)
+        service.set_code("4931", "handset")
+        fail(service, 3)
+        clock.advance(800)  # 100 s left when the power goes
+    restarted = FakeClock(start=5.0)  # the monotonic clock restarts with the box
+    with Store(state_path) as store:
+        service = make_service(store, restarted)
+        assert service.access() is Access.COOLDOWN
+        assert service.status().cooldown_remaining_s == 900
+
+
+def test_ten_failures_lock_until_a_reset_even_across_restarts(state_path, clock) -> None:
+    with Store(state_path) as store:
+        service = make_service(store, clock)
+        service.set_code("4931", "handset")
+        for _ in range(3):
+            fail(service, 3)
+            clock.advance(24 * 3600)
+        fail(service, 1)
+        assert service.access() is Access.LOCKED
+    with Store(state_path) as store:
+        service = make_service(store, clock)
+        assert service.access() is Access.LOCKED
+        with pytest.raises(PolicyError):
+            service.check("4931", "remote")
+        service.reset("console")
+        assert service.access() is Access.NO_CODE
+        assert service.status().failures == 0 and not service.status().locked
+        assert service.audit_log(1)[0]["what"] == "reset"
+
+
+def test_a_right_code_clears_the_counter(service) -> None:
+    service.set_code("4931", "handset")
+    fail(service, 2)
+    assert service.check("4931", "remote").ok
+    assert service.status().failures == 0
+
+
+def test_create_or_modify_from_the_handset_clears_the_counter(service, clock) -> None:
+    service.set_code("4931", "handset")
+    fail(service, 3)
+    assert service.set_code("5827", "handset") == "modified"
+    assert service.status().failures == 0
+    assert service.access() is Access.OPEN
+
+
+def test_only_the_handset_may_set_the_code(service) -> None:
+    for origin in ("remote", "console", "ctl"):
+        with pytest.raises(PolicyError, match="fixed line"):
+            service.set_code("4931", origin)
+    assert not service.status().code_set
+
+
+def test_reset_clears_code_counter_lock_and_protection(service) -> None:
+    service.set_code("4931", "handset")
+    service.set_protection(True, "handset")
+    fail(service, 2)
+    service.reset("ctl")
+    status = service.status()
+    assert (status.code_set, status.failures, status.locked, status.protection) == (
+        False,
+        0,
+        False,
+        False,
+    )
+    assert [r["what"] for r in service.audit_log()] == [
+        "created",
+        "protection_on",
+        "failure",
+        "failure",
+        "reset",
+    ]
+
+
+def test_the_audit_log_has_what_origin_time_and_never_digits(service, store) -> None:
+    service.set_code("4931", "handset")
+    fail(service, 3)
+    service.reset("console")
+    records = service.audit_log()
+    assert {"what", "origin", "time"} <= set(records[0])
+    assert "4931" not in store.path.read_text() and "1111" not in store.path.read_text()
