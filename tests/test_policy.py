@@ -29,7 +29,7 @@ def test_the_try_is_on_disk_before_the_comparison(service, store, monkeypatch) -
     def verify(code: str, salt: bytes, expected: bytes) -> bool:
         doc = json.loads(store.path.read_text())["mailbox"]["1"]
         seen.append(doc["failures"])
-        return real_verify(code, salt, expected)
+        return bool(real_verify(code, salt, expected))
 
     monkeypatch.setattr(hasher, "verify", verify)
     service.check("1111", "remote")
