@@ -60,6 +60,8 @@ LOGGER = logging.getLogger(__name__)
 #: Timer names the IVR asks for.
 DIAL_TIMER = "dial"
 MENU_TIMER = "menu"
+#: Event loops may fire a timer a hair before its deadline; earlier than this is stale.
+TIMER_SLACK_S = 0.005
 #: A digit buffer never grows past this: an over-long entry is just "bad length".
 MAX_ENTRY_KEYS = 16
 
@@ -498,7 +500,7 @@ class Ivr:
 
     def _on_timer(self, name: str) -> None:
         deadline = self._deadlines.get(name)
-        if deadline is None or self._clock() < deadline:
+        if deadline is None or self._clock() < deadline - TIMER_SLACK_S:
             return  # stale or early: a newer timer of that name replaced it
         del self._deadlines[name]
         call = self._call

@@ -1,0 +1,350 @@
+"""The daemon: one asyncio loop wiring profile -> line driver -> IVR -> audio, store and sockets.
+
+No polling loop and no busy wait: line events arrive from sockets or file
+descriptors, IVR timers are ``loop.call_later`` handles, audio runs on the
+player's own thread and reports back with ``call_soon_threadsafe``. SIGTERM,
+SIGINT and a fatal error all run :meth:`Daemon.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gatewayd import __version__
+from gatewayd.audio import AlsaPlayer, AudioClip, Clip, ToneClip
+from gatewayd.control import ControlServer
+from gatewayd.errors import GatewaydError, PepperError
+from gatewayd.eventbus import EventBus
+from gatewayd.events import (
+    Action,
+    CancelTimer,
+    Digit,
+    Hangup,
+    LineEvent,
+    Notify,
+    Play,
+    PlaybackDone,
+    PlayTone,
+    Ring,
+    SpokenDigit,
+    StartTimer,
+    StopAudio,
+    TimerExpired,
+)
+from gatewayd.line.base import LineDriver
+from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
+from gatewayd.profile import Profile, load_profile
+from gatewayd.prompts import PromptCatalogue, default_audio_dir
+from gatewayd.sdnotify import notify, watchdog_interval
+from gatewayd.tones import TonePlan
+from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
+from gatewayd.voicemail.ivr import Ivr
+from gatewayd.voicemail.policy import SecretCodeService
+from gatewayd.voicemail.store import Store
+
+LOGGER = logging.getLogger(__name__)
+
+STATE_FILE = "gatewayd.json"
+
+
+def _prompt_name(ref: str | SpokenDigit) -> str:
+    return str(ref)  # a SpokenDigit shows as "digit_masked"
+
+
+class Daemon:
+    """One box: the profile's line, audio, store and sockets around the voicemail IVR."""
+
+    def __init__(self, profile: Profile, state_dir: Path, runtime_dir: Path) -> None:
+        self.profile = profile
+        self.state_dir = state_dir
+        self.runtime_dir = runtime_dir
+        self.bus = EventBus()
+        self._clock = time.monotonic
+        self._store: Store | None = None
+        self._service: SecretCodeService | None = None
+        self._ivr: Ivr | None = None
+        self._player: AlsaPlayer | None = None
+        self._prompts: PromptCatalogue | None = None
+        self._tones = TonePlan.france()
+        self._line: LineDriver | None = None
+        self._control: ControlServer | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._last_keys: list[str] = []
+
+    # --- life cycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open everything in dependency order; raises GatewaydError with the fix on failure."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        profile = self.profile
+        voicemail = profile.voicemail
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._store = Store(self.state_dir / STATE_FILE)
+        hasher = CodeHasher(
+            self._pepper(),
+            n=voicemail.policy.scrypt_n,
+            r=voicemail.policy.scrypt_r,
+            p=voicemail.policy.scrypt_p,
+        )
+        self._service = SecretCodeService(
+            self._store, hasher, voicemail.policy, self._clock, line_number=voicemail.line_number
+        )
+        self._ivr = Ivr(self._service, voicemail, self._clock)
+        self._tones = TonePlan.from_mapping(
+            profile.tones, str(profile.source), base=TonePlan.france()
+        )
+        self._prompts = PromptCatalogue.load(default_audio_dir(), voicemail.language)
+        self._player = AlsaPlayer.open_with_fallback(
+            profile.audio.playback, allow_null_fallback=profile.line.driver == "sim"
+        )
+        self._line = self._make_line()
+        await self._line.start()
+        self._control = ControlServer(self.runtime_dir / "ctl.sock", self, self.bus)
+        await self._control.start()
+        LOGGER.info(
+            "gatewayd %s ready: profile %s (%s), state %s, sockets in %s",
+            __version__,
+            profile.name,
+            profile.line.driver,
+            self._store.path,
+            self.runtime_dir,
+        )
+        notify(f"READY=1\nSTATUS=serving {profile.name}")
+        interval = watchdog_interval()
+        if interval:
+            self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
+
+    def _pepper(self) -> bytes:
+        path = resolve_pepper_path(self.profile, self.state_dir)
+        try:
+            return load_pepper(path)
+        except PepperError:
+            if not (self.profile.storage.create_pepper and not path.exists()):
+                raise
+        create_pepper(path)
+        LOGGER.warning(
+            "sim profile: created a pepper for this box at %s (hardware profiles never do: "
+            "they are provisioned with `gatewayd provision`)",
+            path,
+        )
+        return load_pepper(path)
+
+    def _make_line(self) -> LineDriver:
+        line = self.profile.line
+        if line.driver == "sim":
+            from gatewayd.line.sim import SimLine
+
+            return SimLine(
+                self.feed,
+                self.runtime_dir / "sim.sock",
+                answer_after_rings=line.answer_after_rings,
+                ring_on_s=line.ring_on_s,
+                ring_off_s=line.ring_off_s,
+            )
+        raise GatewaydError(
+            f"{self.profile.source}: line driver {line.driver!r} is not available in this "
+            "build yet; use the sim profile"
+        )
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT or :meth:`stop`."""
+        assert self._loop is not None and self._stopping is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stop, sig.name)
+        await self._stopping.wait()
+
+    def stop(self, why: str = "stop") -> None:
+        """Ask the daemon to shut down (from the loop thread)."""
+        LOGGER.info("shutting down (%s)", why)
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def close(self) -> None:
+        """The one shutdown path: stop audio, remove sockets, close line and store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        notify("STOPPING=1")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._player is not None:
+            self._player.close()
+        if self._control is not None:
+            await self._control.close()
+        if self._line is not None:
+            await self._line.close()
+        if self._store is not None:
+            self._store.close()
+        LOGGER.info("stopped")
+
+    def _ping_watchdog(self, interval: float) -> None:
+        # Runs on the loop: if the loop stalls, the pings stop and systemd restarts us.
+        if self._health_ok():
+            notify("WATCHDOG=1")
+        else:
+            LOGGER.error("health check failed; withholding the watchdog ping")
+        assert self._loop is not None
+        self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
+
+    def _health_ok(self) -> bool:
+        try:
+            assert self._store is not None
+            self._store.mailbox()
+        except Exception:
+            LOGGER.exception("state file unreadable")
+            return False
+        return True
+
+    # --- events in, actions out ---------------------------------------------------
+
+    def feed(self, event: LineEvent) -> None:
+        """A line event (from a driver, a timer or the player): run the IVR, carry out actions."""
+        assert self._ivr is not None
+        if isinstance(event, Ring):
+            self.bus.publish({"type": "ring"})
+        if isinstance(event, Digit):
+            shown = "*" if self._ivr.masking else event.key
+            self._last_keys = [*self._last_keys, shown][-16:]
+        try:
+            actions = self._ivr.handle(event)
+        except Exception:  # the IVR catches its own errors; this is the last line of defence
+            LOGGER.exception("call flow failed on %r; the service goes on", event)
+            return
+        for action in actions:
+            try:
+                self._carry_out(action)
+            except Exception:
+                LOGGER.exception("could not carry out %r; the service goes on", action)
+
+    def _carry_out(self, action: Action) -> None:
+        assert self._loop is not None and self._player is not None and self._prompts is not None
+        match action:
+            case Play(prompts=prompts, play_id=play_id):
+                clips: list[AudioClip] = [
+                    Clip(
+                        _prompt_name(p),
+                        self._prompts.pcm(p.prompt_id() if isinstance(p, SpokenDigit) else p),
+                    )
+                    for p in prompts
+                ]
+                names = [_prompt_name(p) for p in prompts]
+                loop = self._loop
+
+                # Player callbacks run on the audio thread: hop back onto the loop.
+                def started(index: int) -> None:
+                    loop.call_soon_threadsafe(self._prompt_started, names[index])
+
+                def done() -> None:
+                    loop.call_soon_threadsafe(self._playback_done, play_id)
+
+                self._player.play(clips, on_clip_start=started, on_done=done)
+            case PlayTone(name=name):
+                tone = self._tones.get(name)
+                if tone is None:
+                    LOGGER.error("tone %r is not in the tone plan; playing nothing", name)
+                    return
+                self._player.play([ToneClip(name, tone)])
+                self.bus.publish({"type": "tone", "name": name})
+            case StopAudio():
+                self._player.stop()
+                self.bus.publish({"type": "stop"})
+            case Hangup():
+                assert self._line is not None
+                self._line.hang_up()
+            case StartTimer(name=name, seconds=seconds):
+                old = self._timers.pop(name, None)
+                if old is not None:
+                    old.cancel()
+                self._timers[name] = self._loop.call_later(seconds, self._timer_fired, name)
+            case CancelTimer(name=name):
+                handle = self._timers.pop(name, None)
+                if handle is not None:
+                    handle.cancel()
+            case Notify(event=event):
+                self.bus.publish(event)
+
+    def _timer_fired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.feed(TimerExpired(name))
+
+    def _playback_done(self, play_id: int) -> None:
+        self.bus.publish({"type": "prompt_end"})
+        self.feed(PlaybackDone(play_id))
+
+    def _prompt_started(self, name: str) -> None:
+        self.bus.publish({"type": "prompt", "id": name})
+
+    # --- what the console may see and do (console.ServiceView) ----------------------
+
+    def status(self) -> dict[str, Any]:
+        """Line, menu and code state for ``status``; never digits."""
+        assert self._service is not None and self._ivr is not None and self._line is not None
+        code = self._service.status().as_dict()
+        return {
+            "profile": self.profile.name,
+            "line": {
+                "driver": self.profile.line.driver,
+                **self._line.status(),
+                "call": self._ivr.party or "none",
+                "last_keys": "".join(self._last_keys),
+            },
+            "menu": self._ivr.state,
+            **code,
+        }
+
+    def reset_code(self, origin: str) -> None:
+        """Advisor/technician reset, announced on the events stream."""
+        assert self._service is not None
+        self._service.reset(origin)
+        self.bus.publish({"type": "code", "action": "reset", "origin": origin})
+
+    def audit(self, last: int) -> list[dict[str, Any]]:
+        """The last audit records."""
+        assert self._service is not None
+        return self._service.audit_log(last)
+
+
+async def _main(daemon: Daemon) -> int:
+    try:
+        await daemon.start()
+    except GatewaydError as exc:
+        LOGGER.error("%s", exc)
+        await daemon.close()
+        return 1
+    try:
+        await daemon.serve()
+    finally:
+        await daemon.close()
+    return 0
+
+
+def run_daemon(
+    profile: str, state_dir: str | None, runtime_dir: str | None, log_level: str | None = None
+) -> int:
+    """``gatewayd run``: load the profile, run the daemon until SIGTERM/SIGINT; the exit code."""
+    from gatewayd.logsetup import setup_logging
+
+    setup_logging(log_level or "info")
+    try:
+        loaded = load_profile(profile)
+    except GatewaydError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
+        return 2
+    if not log_level:
+        setup_logging(loaded.logging.level)
+    daemon = Daemon(loaded, resolve_state_dir(state_dir, loaded), resolve_runtime_dir(runtime_dir))
+    return asyncio.run(_main(daemon))

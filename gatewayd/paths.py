@@ -1,0 +1,87 @@
+"""Where gatewayd finds its profiles, state, sockets and pepper (DESIGN.md §6).
+
+Each ``resolve_*`` function applies one documented order (command-line option,
+then the systemd variable, then the profile or a fixed default), so the CLI,
+the daemon and ``selftest`` agree on every path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # profile.py imports this module: avoid the import cycle at run time
+    from gatewayd.profile import Profile
+
+LOGGER = logging.getLogger(__name__)
+
+#: Overrides the shipped profiles directory (a packaged install, or tests).
+PROFILES_DIR_ENV = "GATEWAYD_PROFILES_DIR"
+#: Name of the pepper credential under ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``).
+PEPPER_CREDENTIAL = "gatewayd-pepper"
+#: Runtime directory when neither the option nor systemd nor XDG names one.
+DEFAULT_RUNTIME_DIR = Path("/run/gatewayd")
+
+
+def shipped_profiles_dir() -> Path:
+    """Shipped profiles: ``$GATEWAYD_PROFILES_DIR``, else ``hw_profiles/`` next to the package."""
+    override = os.environ.get(PROFILES_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parent.parent / "hw_profiles"
+
+
+def _first_entry(variable: str) -> str | None:
+    """First entry of a colon-separated systemd directory variable, or None when unset or empty."""
+    # systemd joins several StateDirectory=/RuntimeDirectory= entries with ':'; ours is the first.
+    value = os.environ.get(variable, "")
+    first = value.split(":", 1)[0]
+    return first or None
+
+
+def resolve_state_dir(option: str | None, profile: Profile) -> Path:
+    """State dir: the option, else ``$STATE_DIRECTORY``, else the profile's ``[storage]``."""
+    if option:
+        chosen, origin = Path(option).expanduser(), "--state-dir"
+    elif (from_systemd := _first_entry("STATE_DIRECTORY")) is not None:
+        chosen, origin = Path(from_systemd), "$STATE_DIRECTORY"
+    else:
+        chosen, origin = Path(profile.storage.state_dir).expanduser(), "storage.state_dir"
+    # Absolute so that a later chdir (or a relative --state-dir) cannot move the state file.
+    chosen = chosen.absolute()
+    LOGGER.debug("state dir %s (from %s)", chosen, origin)
+    return chosen
+
+
+def resolve_runtime_dir(option: str | None) -> Path:
+    """Socket dir: option, ``$RUNTIME_DIRECTORY``, ``$XDG_RUNTIME_DIR/gatewayd``, /run/gatewayd."""
+    if option:
+        chosen, origin = Path(option).expanduser(), "--runtime-dir"
+    elif (from_systemd := _first_entry("RUNTIME_DIRECTORY")) is not None:
+        chosen, origin = Path(from_systemd), "$RUNTIME_DIRECTORY"
+    elif xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        chosen, origin = Path(xdg) / "gatewayd", "$XDG_RUNTIME_DIR"
+    else:
+        chosen, origin = DEFAULT_RUNTIME_DIR, "default"
+    chosen = chosen.absolute()
+    LOGGER.debug("runtime dir %s (from %s)", chosen, origin)
+    return chosen
+
+
+def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
+    """Pepper: ``$CREDENTIALS_DIRECTORY/gatewayd-pepper`` if present, else ``storage.pepper_file``.
+
+    A relative ``pepper_file`` is taken relative to ``state_dir``.
+    """
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        credential = Path(credentials) / PEPPER_CREDENTIAL
+        if credential.is_file():
+            LOGGER.debug("pepper from systemd credential %s", credential)
+            return credential
+    configured = Path(profile.storage.pepper_file).expanduser()
+    chosen = configured if configured.is_absolute() else state_dir / configured
+    LOGGER.debug("pepper file %s (from storage.pepper_file)", chosen)
+    return chosen
