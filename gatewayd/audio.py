@@ -71,6 +71,31 @@ ClipStartCallback = Callable[[int], None]
 DoneCallback = Callable[[], None]
 
 
+class AudioOutput(Protocol):
+    """What the daemon plays prompts and tones through: ALSA, or a line's own path (modem).
+
+    Callbacks may run on another thread; ``on_done`` only when the sequence ended
+    naturally, never after ``stop()`` or a replacing ``play()``.
+    """
+
+    def play(
+        self,
+        clips: Sequence[AudioClip],
+        on_clip_start: ClipStartCallback | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> None:
+        """Replace whatever plays with ``clips``, back to back."""
+        ...
+
+    def stop(self) -> None:
+        """Stop at once; safe when idle and from any thread."""
+        ...
+
+    def close(self) -> None:
+        """Stop and release the device; safe to call twice."""
+        ...
+
+
 @dataclass(frozen=True)
 class PlayerStats:
     """Counters of an :class:`AlsaPlayer`, for tests, benches and the self-test."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
-from gatewayd.audio import AlsaPlayer, AudioClip, Clip, ToneClip
+from gatewayd.audio import AlsaPlayer, AudioClip, AudioOutput, Clip, ToneClip
 from gatewayd.control import ControlServer
 from gatewayd.errors import GatewaydError, PepperError
 from gatewayd.eventbus import EventBus
@@ -37,6 +37,7 @@ from gatewayd.events import (
     StopAudio,
     TimerExpired,
 )
+from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
 from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
 from gatewayd.profile import Profile, load_profile
@@ -69,7 +70,7 @@ class Daemon:
         self._store: Store | None = None
         self._service: SecretCodeService | None = None
         self._ivr: Ivr | None = None
-        self._player: AlsaPlayer | None = None
+        self._player: AudioOutput | None = None
         self._prompts: PromptCatalogue | None = None
         self._tones = TonePlan.france()
         self._line: LineDriver | None = None
@@ -105,11 +106,11 @@ class Daemon:
             profile.tones, str(profile.source), base=TonePlan.france()
         )
         self._prompts = PromptCatalogue.load(default_audio_dir(), voicemail.language)
-        self._player = AlsaPlayer.open_with_fallback(
+        self._line = open_line(profile, self.feed, self.runtime_dir)
+        await self._line.start()
+        self._player = self._line.audio_output() or AlsaPlayer.open_with_fallback(
             profile.audio.playback, allow_null_fallback=profile.line.driver == "sim"
         )
-        self._line = self._make_line()
-        await self._line.start()
         self._control = ControlServer(self.runtime_dir / "ctl.sock", self, self.bus)
         await self._control.start()
         LOGGER.info(
@@ -139,23 +140,6 @@ class Daemon:
             path,
         )
         return load_pepper(path)
-
-    def _make_line(self) -> LineDriver:
-        line = self.profile.line
-        if line.driver == "sim":
-            from gatewayd.line.sim import SimLine
-
-            return SimLine(
-                self.feed,
-                self.runtime_dir / "sim.sock",
-                answer_after_rings=line.answer_after_rings,
-                ring_on_s=line.ring_on_s,
-                ring_off_s=line.ring_off_s,
-            )
-        raise GatewaydError(
-            f"{self.profile.source}: line driver {line.driver!r} is not available in this "
-            "build yet; use the sim profile"
-        )
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT or :meth:`stop`."""

@@ -5,7 +5,10 @@ line events, delivered on the asyncio loop through the ``emit`` callback, and
 carries out line actions. It knows nothing of voicemail.
 
 Must override: :meth:`LineDriver._start`, :meth:`LineDriver._close`.
-May override: :meth:`LineDriver.hang_up` (end a remote call), :meth:`LineDriver.status`.
+Must provide: ``from_profile(profile, emit, runtime_dir)`` (a classmethod building the
+driver from its profile section; see :func:`gatewayd.line.open_line`).
+May override: :meth:`LineDriver.hang_up` (end a remote call), :meth:`LineDriver.status`,
+:meth:`LineDriver.audio_output` (a line that is its own audio path, e.g. a voice modem).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.events import LineEvent
+
+if TYPE_CHECKING:
+    from gatewayd.audio import AudioOutput
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +60,13 @@ class LineDriver(abc.ABC):
     def hang_up(self) -> None:
         """End the remote call, if any (the IVR's ``Hangup`` action)."""
         LOGGER.debug("%s line: no remote call to hang up", self.name)
+
+    def audio_output(self) -> AudioOutput | None:
+        """The line's own audio path (a modem's ``+VTX``), or None to play through ALSA.
+
+        Called after :meth:`start`.
+        """
+        return None
 
     def status(self) -> dict[str, Any]:
         """Line facts for ``status``/``line`` (hook, ringing, ...); never code digits."""

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.control import discard_input
 from gatewayd.events import (
@@ -34,6 +34,9 @@ from gatewayd.events import (
     Ring,
 )
 from gatewayd.line.base import EventSink, LineDriver
+
+if TYPE_CHECKING:
+    from gatewayd.profile import Profile
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +75,18 @@ class SimLine(LineDriver):
         self._key_locks: dict[Party, asyncio.Lock] = {}
         self._clients: set[asyncio.Task[Any]] = set()
         self._last_keys = ""
+
+    @classmethod
+    def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> SimLine:
+        """The sim line of a ``driver = "sim"`` profile, on ``<runtime_dir>/sim.sock``."""
+        line = profile.line
+        return cls(
+            emit,
+            runtime_dir / "sim.sock",
+            answer_after_rings=line.answer_after_rings,
+            ring_on_s=line.ring_on_s,
+            ring_off_s=line.ring_off_s,
+        )
 
     async def _start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
