@@ -298,9 +298,11 @@ class AlsaPlayer:
                 channels=1,
                 format=alsaaudio.PCM_FORMAT_S16_LE,
                 periodsize=self.period_frames,
-                # One period more than the player ever has ahead, so a write never waits
-                # for room in steady state.
-                periods=max(4, self.max_ahead_periods + 1),
+                # The buffer holds exactly what the player keeps ahead: no deeper queue
+                # to drain before a new prompt is heard (ALSA's file plugin, which emits
+                # what overflows the buffer, showed 40 ms key-to-audio with 4 periods, 20
+                # with 3: bench/daemon.py latency). Writes that find it full just wait.
+                periods=max(2, self.max_ahead_periods),
                 device=self.device,
             )
         except alsaaudio.ALSAAudioError as exc:
