@@ -53,13 +53,19 @@ def test_idle_outputs_are_forward_polarity_and_no_ring_mode() -> None:
     assert line.ringer.next_deadline() is None
 
 
+def assert_changes(actual: list[tuple[float, bool]], expected: list[tuple[float, bool]]) -> None:
+    """Same levels in the same order, at the same times (to float precision)."""
+    assert [level for _, level in actual] == [level for _, level in expected]
+    assert [t for t, _ in actual] == pytest.approx([t for t, _ in expected])
+
+
 def test_fr_toggles_at_50_hz_in_1_5_s_bursts_every_5_s() -> None:
     line = RingLine()
     line.ringer.start(0.0)
     line.run_to(12.0)
     rm = line.changes(RM)
-    assert rm == pytest.approx(
-        [(0.0, True), (1.52, False), (5.0, True), (6.52, False), (10.0, True), (11.52, False)]
+    assert_changes(
+        rm, [(0.0, True), (1.52, False), (5.0, True), (6.52, False), (10.0, True), (11.52, False)]
     )
     fr = line.changes(FR)
     for burst in (0.0, 5.0, 10.0):
@@ -169,7 +175,7 @@ def test_start_twice_and_stop_when_idle_change_nothing() -> None:
     line.run_to(0.5)
     line.ringer.start(0.5)  # a second RING while ringing: the cadence goes on
     line.run_to(2.0)
-    assert line.changes(RM) == pytest.approx([(0.0, True), (1.52, False)])
+    assert_changes(line.changes(RM), [(0.0, True), (1.52, False)])
 
 
 def test_close_of_the_backend_leaves_the_line_idle_even_mid_burst() -> None:

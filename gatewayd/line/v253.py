@@ -1,0 +1,895 @@
+"""The ``v253-modem`` line: a V.253 voice modem on a serial port, also the box's audio path.
+
+:class:`V253ModemLine` opens the profile's port with pyserial and reads it from the asyncio
+loop (``loop.add_reader`` on the port's fd, ``timeout=0``): no reading thread, no polling.
+Every read goes through :class:`~gatewayd.line.dle.DleDecoder` first (``<DLE>`` events:
+rings, DTMF keys, handset hook, remote hang-up) and the rest through
+:class:`~gatewayd.line.at.AtResponseReader` (``OK``, ``CONNECT``, ``RING``, caller ID).
+Commands are sent one at a time under one lock, each waiting for its final result for at
+most ``line.command_timeout_s``; the sequences (init, answer, play, hang-up) are those of
+the profile's modem family (:data:`gatewayd.line.at.FAMILIES`).
+
+What the driver reports (:mod:`gatewayd.events`):
+
+- ``<DLE>R`` or ``RING`` -> :class:`Ring`; after ``answer_after_rings`` rings the driver
+  answers (the family's answer sequence) -> :class:`RemoteAnswered`;
+- ``<DLE>H``/``h`` (Conexant ``P``/``p``) -> :class:`OffHook` / :class:`OnHook`;
+- DTMF keys -> :class:`Digit`, from party ``remote`` during an answered call, else ``handset``;
+- a hang-up code (busy, loop break, silence...) during a remote call -> :class:`RemoteHangup`,
+  and the driver hangs up;
+- the port failing or vanishing -> :class:`LineFault`; the driver then reopens the port
+  with exponential back-off (:data:`RECONNECT_FIRST_S` doubling up to
+  :data:`RECONNECT_MAX_S`) and re-runs the init. A modem missing at start is waited for
+  the same way (the daemon serves its sockets meanwhile); a modem that refuses the
+  family's init stops the start with a :class:`~gatewayd.errors.DeviceError`.
+
+:meth:`V253ModemLine.audio_output` is the box's :class:`~gatewayd.audio.AudioOutput`: prompts
+and tones are played with ``+VTX``, converted to the family's 8-bit format, DLE-escaped and
+paced at real time at most :data:`MAX_AHEAD_PERIODS` periods ahead, so a barge-in
+(``<DLE><CAN><DLE><ETX>`` after flushing the OS queue) cuts them within 60 ms.
+
+Raw serial bytes are logged at :data:`TRACE` only, with DTMF keys masked; a key is never
+logged, and a caller's number only at DEBUG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import serial
+
+from gatewayd.audio import AudioClip, ClipStartCallback, DoneCallback, ToneClip
+from gatewayd.errors import DeviceError, ProfileError
+from gatewayd.events import (
+    Digit,
+    LineFault,
+    OffHook,
+    OnHook,
+    Party,
+    RemoteAnswered,
+    RemoteHangup,
+    Ring,
+)
+from gatewayd.line import dle
+from gatewayd.line.at import (
+    AtLine,
+    AtLineKind,
+    AtResponseReader,
+    ModemFamily,
+    convert_s16le,
+    detect_family,
+    encode_command,
+    expected_results,
+    get_family,
+)
+from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.tones import tone_periods
+
+if TYPE_CHECKING:
+    from gatewayd.profile import Profile
+
+LOGGER = logging.getLogger(__name__)
+
+#: Log level of raw serial bytes (below DEBUG; the same level as the modem simulator's).
+TRACE = 5
+#: Bytes asked of one read; a read returns what the port holds, up to this.
+READ_CHUNK = 4096
+#: First wait before reopening a lost modem; doubled after each failed try ...
+RECONNECT_FIRST_S = 1.0
+#: ... up to this.
+RECONNECT_MAX_S = 30.0
+#: A ringing call counts as given up when no ring came for one cadence plus this margin.
+RING_SILENCE_MARGIN_S = 3.0
+#: Samples per playback period: 20 ms at 8 kHz.
+PERIOD_FRAMES = 160
+#: Periods written ahead of real time: bounds how late a barge-in cuts a prompt (60 ms).
+MAX_AHEAD_PERIODS = 3
+#: Most bytes queued for a modem that does not take them (1 s of audio): then it is stuck.
+MAX_OUTBOX_BYTES = 8000
+#: How long close() lets a playback end and the line hang up before closing the port anyway.
+CLOSE_GRACE_S = 2.0
+
+CallState = Literal["idle", "ringing", "answering", "remote"]
+_PortState = Literal["closed", "opening", "connected", "lost"]
+
+
+class ModemCommandError(DeviceError):
+    """The modem answered a command with an error result (``ERROR``, ``NO CARRIER``...)."""
+
+
+class ModemTimeoutError(ModemCommandError):
+    """The modem did not answer a command within ``line.command_timeout_s``."""
+
+
+class ModemLostError(DeviceError):
+    """The modem's port failed or is closed: the command or playback cannot go on."""
+
+
+def _is_off_hook_command(command: str) -> bool:
+    """True for ``AT+VLS=1``: the modem takes the line (it may need time to settle)."""
+    return command.upper().replace(" ", "") == "AT+VLS=1"
+
+
+class V253ModemLine(LineDriver):
+    """A V.253 voice modem: line events from its ``<DLE>`` stream, prompts through ``+VTX``.
+
+    ``off_hook_settle_s`` overrides the family's wait after ``AT+VLS=1``; the reconnect
+    back-off and the pacing ``clock`` (seconds, monotonic) are injectable for tests.
+    """
+
+    name = "v253-modem"
+
+    def __init__(
+        self,
+        emit: EventSink,
+        port: str,
+        *,
+        family: str = "generic",
+        baudrate: int = 115200,
+        command_timeout_s: float = 3.0,
+        answer_after_rings: int = 2,
+        ring_silence_s: float = 1.5 + 3.5 + RING_SILENCE_MARGIN_S,
+        off_hook_settle_s: float | None = None,
+        reconnect_first_s: float = RECONNECT_FIRST_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(emit)
+        if answer_after_rings < 1:
+            raise ProfileError(f"answer_after_rings must be at least 1, not {answer_after_rings}")
+        if not 0 < reconnect_first_s <= reconnect_max_s:
+            raise ValueError("reconnect back-off needs 0 < reconnect_first_s <= reconnect_max_s")
+        self.port = port
+        self.family: ModemFamily = get_family(family)
+        self.baudrate = baudrate
+        self.command_timeout_s = command_timeout_s
+        self.answer_after_rings = answer_after_rings
+        self.ring_silence_s = ring_silence_s
+        self.off_hook_settle_s = (
+            self.family.off_hook_settle_s if off_hook_settle_s is None else off_hook_settle_s
+        )
+        self.reconnect_first_s = reconnect_first_s
+        self.reconnect_max_s = reconnect_max_s
+        self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serial: Any = None  # serial.Serial while the port is open
+        self._fd = -1
+        self._port_state: _PortState = "closed"
+        self._decoder = dle.DleDecoder()
+        self._reader = AtResponseReader()
+        self._io_lock = asyncio.Lock()
+        self._outbox = bytearray()  # bytes the port did not take yet (a full tty buffer)
+        self._final: asyncio.Future[AtLine] | None = None
+        self._info_lines: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # every background task
+        self._io_tasks: set[asyncio.Task[None]] = set()  # those a lost modem makes pointless
+        self._reconnect_handle: asyncio.TimerHandle | None = None
+        self._ring_timer: asyncio.TimerHandle | None = None
+        self._call: CallState = "idle"
+        self._rings = 0
+        self._handset_off = False
+        self._line_off_hook = False  # the modem holds the line (+VLS=1, answered)
+        self._audio = ModemAudioOutput(self)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> V253ModemLine:
+        """The modem line of a ``driver = "v253-modem"`` profile (``runtime_dir`` is unused)."""
+        line = profile.line
+        modem = line.modem
+        if modem is None:
+            raise ProfileError(
+                f"{profile.source}: line: the v253-modem driver needs line.port (and family)"
+            )
+        return cls(
+            emit,
+            modem.port,
+            family=modem.family,
+            baudrate=modem.baudrate,
+            command_timeout_s=modem.command_timeout_s,
+            answer_after_rings=line.answer_after_rings,
+            ring_silence_s=line.ring_on_s + line.ring_off_s + RING_SILENCE_MARGIN_S,
+        )
+
+    # --- what the daemon sees ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the port is open and the modem initialised."""
+        return self._port_state == "connected"
+
+    def audio_output(self) -> ModemAudioOutput:
+        """The modem's ``+VTX`` player (one per line)."""
+        return self._audio
+
+    def status(self) -> dict[str, Any]:
+        """Port, family, connection, call and handset state (never a key)."""
+        return {
+            "port": self.port,
+            "family": self.family.name,
+            "connected": self.connected,
+            "call": self._call,
+            "handset": "off-hook" if self._handset_off else "on-hook",
+        }
+
+    def hang_up(self) -> None:
+        """End the remote call (the IVR's ``Hangup``): stop audio, run the hang-up sequence."""
+        if self._call in ("remote", "answering"):
+            LOGGER.info("modem on %s: hanging up the remote call", self.port)
+        self._call = "idle"
+        self._audio.stop()
+        if self.connected:
+            self._spawn(self._hang_up_line(), "hang up")
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Open and initialise the modem; a modem that is not there yet is waited for.
+
+        A missing port is not fatal (USB modems may enumerate after the daemon starts, and
+        the control socket must serve meanwhile); a modem that refuses the family's init is:
+        that is a profile to fix.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._port_state = "opening"
+        try:
+            self._open_port()
+        except DeviceError as error:
+            LOGGER.error(
+                "%s; gatewayd runs without its line until the modem appears (next try in %g s)",
+                error,
+                self.reconnect_first_s,
+            )
+            self._port_state = "lost"
+            self._schedule_reconnect(self.reconnect_first_s)
+            return
+        try:
+            await self._initialise()
+        except DeviceError:
+            self._port_state = "closed"
+            raise
+        LOGGER.info(
+            "modem on %s ready (family %s, %d baud)", self.port, self.family.name, self.baudrate
+        )
+
+    async def _close(self) -> None:
+        self._audio.close()
+        if self._reconnect_handle is not None:
+            self._reconnect_handle.cancel()
+        self._cancel_ring_timer()
+        if self.connected and self._line_off_hook:
+            # Do not leave the line off-hook: the subscriber's phone would stay dead.
+            with contextlib.suppress(DeviceError, TimeoutError):
+                await asyncio.wait_for(self._hang_up_line(), CLOSE_GRACE_S)
+        self._port_state = "closed"
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_GRACE_S)
+        self._close_port()
+
+    async def _connect(self) -> None:
+        """Open the port and run the family's init; raises DeviceError saying what to check."""
+        self._port_state = "opening"
+        self._open_port()
+        await self._initialise()
+
+    async def _initialise(self) -> None:
+        """Run the family's init on the open port (closed again if it fails)."""
+        try:
+            async with self._io_lock:
+                await self._run_init()
+        except DeviceError:
+            self._close_port()
+            raise
+        self._port_state = "connected"
+
+    def _open_port(self) -> None:
+        assert self._loop is not None
+        try:
+            port = serial.Serial(
+                self.port,
+                self.baudrate,
+                timeout=0,
+                # Writes never go through pyserial (it spins on EAGAIN when non-blocking):
+                # see _write, which queues and lets the loop tell when the port takes more.
+                write_timeout=0,
+            )
+        except (serial.SerialException, OSError, ValueError) as error:
+            raise DeviceError(
+                f"cannot open the modem port {self.port}: {error}. Is the modem plugged in? "
+                "Check line.port in the profile (ls -l /dev/ttyACM* /dev/serial/by-id/) and "
+                "that gatewayd may open it (group dialout)"
+            ) from error
+        self._serial = port
+        self._fd = port.fileno()
+        self._outbox.clear()
+        self._decoder.reset()
+        self._reader.reset()
+        self._line_off_hook = False
+        with contextlib.suppress(serial.SerialException, OSError):
+            port.reset_input_buffer()  # whatever a previous user left unread
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    def _close_port(self) -> None:
+        port, self._serial = self._serial, None
+        if port is None:
+            return
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._fd = -1
+        self._outbox.clear()
+        with contextlib.suppress(Exception):  # a vanished device may fail to close cleanly
+            port.close()
+        self._line_off_hook = False
+        self._fail_waiter(ModemLostError(f"modem on {self.port} is not connected"))
+
+    async def _run_init(self) -> None:
+        try:
+            for command in self.family.init:
+                await self._command(command)
+        except ModemTimeoutError:
+            raise
+        except ModemCommandError as error:
+            raise ModemCommandError(
+                f"{error}; during the init of family {self.family.name!r}: check line.family "
+                "in the profile (generic, usr5637 or conexant)"
+            ) from error
+        self._line_off_hook = False
+        # ATI0 only tells the technician when the profile names another family than the modem's.
+        try:
+            await self._command("ATI0")
+        except ModemCommandError:
+            return
+        for reply in self._info_lines:
+            seen = detect_family(reply)
+            if seen is not None and seen.name != self.family.name:
+                LOGGER.warning(
+                    'modem on %s identifies as %s (ATI0 "%s") but the profile says family %r; '
+                    'set line.family = "%s" if prompts or hook events misbehave',
+                    self.port,
+                    seen.description,
+                    reply,
+                    self.family.name,
+                    seen.name,
+                )
+
+    # --- device loss and reconnection ------------------------------------------------------
+
+    def _fault(self, reason: str) -> None:
+        """The port failed: report it once, forget the call, and start reconnecting."""
+        if self._port_state != "connected" or self._closed:
+            # Opening (start or a reconnect try): the opener reports and retries.
+            self._close_port()
+            return
+        self._port_state = "lost"
+        self._close_port()
+        current = asyncio.current_task()
+        for task in list(self._io_tasks):
+            if task is not current:
+                task.cancel()
+        self._audio.abandon()
+        self._cancel_ring_timer()
+        self._call = "idle"
+        self._rings = 0
+        handset_was_off, self._handset_off = self._handset_off, False
+        LOGGER.error(
+            "modem on %s lost: %s. Is the modem plugged in? Check its USB cable and that %s "
+            "exists; retrying in %g s (calls cannot be taken meanwhile)",
+            self.port,
+            reason,
+            self.port,
+            self.reconnect_first_s,
+        )
+        self.emit(LineFault(f"modem on {self.port}: {reason}"))
+        if handset_was_off:
+            # The modem reports hook changes only: after a loss the handset state is unknown,
+            # and a call flow left "off-hook" would ignore the next lift.
+            self.emit(OnHook())
+        self._schedule_reconnect(self.reconnect_first_s)
+
+    def _schedule_reconnect(self, delay: float) -> None:
+        assert self._loop is not None
+        self._reconnect_handle = self._loop.call_later(delay, self._start_reconnect, delay)
+
+    def _start_reconnect(self, delay: float) -> None:
+        self._reconnect_handle = None
+        if self._closed:
+            return
+        self._spawn(self._reconnect(delay), "reconnect", io=False)
+
+    async def _reconnect(self, delay: float) -> None:
+        try:
+            await self._connect()
+        except DeviceError as error:
+            self._port_state = "lost"
+            next_delay = min(delay * 2, self.reconnect_max_s)
+            # Loud once, then quiet: an unplugged modem must not flood the journal.
+            level = logging.WARNING if delay == self.reconnect_first_s else logging.DEBUG
+            LOGGER.log(
+                level,
+                "modem on %s still unavailable (%s); next try in %g s",
+                self.port,
+                error,
+                next_delay,
+            )
+            if not self._closed:
+                self._schedule_reconnect(next_delay)
+            return
+        LOGGER.info("modem on %s is back (family %s)", self.port, self.family.name)
+
+    # --- the serial port ---------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        """Loop reader callback: decode what the modem sent, act on events and lines."""
+        port = self._serial
+        if port is None:
+            return
+        try:
+            data: bytes = port.read(READ_CHUNK)
+        except (serial.SerialException, OSError) as error:
+            self._fault(f"reading the port failed ({error})")
+            return
+        if not data:
+            return
+        if LOGGER.isEnabledFor(TRACE):
+            LOGGER.log(TRACE, "modem %s <- %r", self.port, dle.redact_dtmf(data))
+        text, events = self._decoder.feed(data)
+        for event in events:
+            self._on_modem_event(event)
+            if self._serial is not port:
+                return  # an event's consequences closed the port
+        for line in self._reader.feed(text):
+            self._on_line(line)
+
+    def _write(self, data: bytes, *, audio: bool = False) -> None:
+        """Queue ``data`` for the modem and write what the port takes now; never blocks.
+
+        A failure is a device fault (:class:`ModemLostError`); so is a modem that stops
+        taking data (more than :data:`MAX_OUTBOX_BYTES` queued).
+        """
+        if self._serial is None:
+            raise ModemLostError(f"modem on {self.port} is not connected")
+        if LOGGER.isEnabledFor(TRACE):
+            if audio:
+                LOGGER.log(TRACE, "modem %s -> %d audio bytes", self.port, len(data))
+            else:
+                # Commands from the family tables and DLE controls: never a key. (redact_dtmf
+                # would turn "ATZ" into "?TZ": a leading A may be a key after a split DLE.)
+                LOGGER.log(TRACE, "modem %s -> %r", self.port, data)
+        if len(self._outbox) + len(data) > MAX_OUTBOX_BYTES:
+            self._fault(f"the modem takes no more data ({len(self._outbox)} bytes waiting)")
+            raise ModemLostError(f"modem on {self.port} takes no more data")
+        self._outbox += data
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write as much of the outbox as the port takes; wait for the fd to be writable."""
+        assert self._loop is not None
+        if self._serial is None:
+            raise ModemLostError(f"modem on {self.port} is not connected")
+        try:
+            written = os.write(self._fd, self._outbox)
+        except BlockingIOError:
+            written = 0
+        except OSError as error:
+            self._fault(f"writing to the port failed ({error})")
+            raise ModemLostError(f"modem on {self.port}: write failed ({error})") from error
+        del self._outbox[:written]
+        if self._outbox:
+            self._loop.add_writer(self._fd, self._on_writable)
+        else:
+            self._loop.remove_writer(self._fd)
+
+    def _on_writable(self) -> None:
+        with contextlib.suppress(ModemLostError):  # _drain already reported the fault
+            self._drain()
+
+    def _flush_output(self) -> None:
+        """Drop what is queued for the modem, ours and the OS's (barge-in)."""
+        port = self._serial
+        if port is None:
+            raise ModemLostError(f"modem on {self.port} is not connected")
+        self._outbox.clear()
+        try:
+            port.reset_output_buffer()
+        except (serial.SerialException, OSError) as error:
+            self._fault(f"flushing the port failed ({error})")
+            raise ModemLostError(f"modem on {self.port}: flush failed ({error})") from error
+
+    async def _command(self, command: str) -> AtLine:
+        """Send one AT command; its final result, or ModemCommandError/ModemTimeoutError."""
+        return await self._send_and_wait(
+            encode_command(command), command, expected_results(command)
+        )
+
+    async def _send_and_wait(self, data: bytes, what: str, expected: Collection[str]) -> AtLine:
+        """Write ``data`` and wait for the next final result; it must be one of ``expected``."""
+        assert self._loop is not None
+        waiter: asyncio.Future[AtLine] = self._loop.create_future()
+        self._fail_waiter(ModemCommandError(f"{what} sent before the previous answer"))
+        self._final = waiter
+        self._info_lines = []
+        self._write(data, audio=False)
+        try:
+            result = await asyncio.wait_for(waiter, self.command_timeout_s)
+        except TimeoutError:
+            raise ModemTimeoutError(
+                f"modem on {self.port} did not answer {what} within {self.command_timeout_s:g} s "
+                "(line.command_timeout_s)"
+            ) from None
+        finally:
+            if self._final is waiter:
+                self._final = None
+        if result.text.upper().split(" ", 1)[0] not in expected:
+            raise ModemCommandError(
+                f"modem on {self.port} answered {result.text!r} to {what} "
+                f"(expected {' or '.join(sorted(expected))})"
+            )
+        return result
+
+    def _fail_waiter(self, error: Exception) -> None:
+        waiter, self._final = self._final, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()  # retrieved here: nobody may be awaiting it any more
+
+    # --- what the modem says -----------------------------------------------------------------
+
+    def _on_modem_event(self, event: dle.ModemEvent) -> None:
+        match event:
+            case dle.RingEvent():
+                self._on_ring()
+            case dle.DtmfDigit(key=key):
+                party: Party = "remote" if self._call == "remote" else "handset"
+                self.emit(Digit(key, party))
+            case dle.HandsetOffHook():
+                self._on_handset(off_hook=True)
+            case dle.HandsetOnHook():
+                self._on_handset(off_hook=False)
+            case dle.RemoteHangup(reason=reason):
+                self._on_remote_hangup(reason)
+            case _:
+                pass  # tone starts/ends and unused codes: the decoder logs them at DEBUG
+
+    def _on_line(self, line: AtLine) -> None:
+        if line.kind is AtLineKind.FINAL:
+            waiter = self._final
+            if waiter is not None and not waiter.done():
+                waiter.set_result(line)
+            else:
+                LOGGER.debug("modem on %s: unsolicited %r", self.port, line.text)
+        elif line.kind is AtLineKind.RING:
+            self._on_ring()
+        elif line.kind is AtLineKind.CALLER_ID:
+            if line.field == "NMBR":
+                LOGGER.info("modem on %s: caller ID received", self.port)
+            LOGGER.debug("modem on %s: caller ID %s=%s", self.port, line.field, line.value)
+        elif line.kind is AtLineKind.INFO and self._final is not None:
+            self._info_lines.append(line.text)
+
+    def _on_ring(self) -> None:
+        self.emit(Ring())
+        if self._handset_off or self._call in ("answering", "remote") or not self.connected:
+            return
+        self._call = "ringing"
+        self._rings += 1
+        self._cancel_ring_timer()
+        assert self._loop is not None
+        self._ring_timer = self._loop.call_later(self.ring_silence_s, self._ringing_stopped)
+        if self._rings >= self.answer_after_rings:
+            self._cancel_ring_timer()
+            self._call = "answering"
+            self._spawn(self._answer(), "answer")
+
+    def _ringing_stopped(self) -> None:
+        self._ring_timer = None
+        if self._call == "ringing":
+            LOGGER.info("modem on %s: the caller gave up after %d ring(s)", self.port, self._rings)
+            self._call = "idle"
+            self._rings = 0
+
+    def _cancel_ring_timer(self) -> None:
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
+            self._ring_timer = None
+
+    async def _answer(self) -> None:
+        rings, self._rings = self._rings, 0
+        try:
+            async with self._io_lock:
+                await self._run_sequence(self.family.answer)
+        except BaseException:
+            self._call = "idle"
+            raise
+        if self._call != "answering":
+            return  # hung up (or the modem was lost) while answering
+        self._call = "remote"
+        LOGGER.info("modem on %s answered a call after %d ring(s)", self.port, rings)
+        self.emit(RemoteAnswered())
+
+    def _on_handset(self, *, off_hook: bool) -> None:
+        if off_hook == self._handset_off:
+            return
+        self._handset_off = off_hook
+        if off_hook:
+            if self._call == "ringing":
+                # Picked up on the phone itself: the box does not answer this call.
+                self._cancel_ring_timer()
+                self._call = "idle"
+                self._rings = 0
+            self.emit(OffHook())
+            return
+        self.emit(OnHook())
+        if self._call not in ("answering", "remote") and self.connected:
+            # Playing to the handset took the line (+VLS=1): give it back.
+            self._spawn(self._release_line(), "release line")
+
+    def _on_remote_hangup(self, reason: str) -> None:
+        if self._call == "ringing":
+            self._call = "idle"
+            self._rings = 0
+            self._cancel_ring_timer()
+            return
+        if self._call not in ("answering", "remote"):
+            LOGGER.debug("modem on %s: %s with no remote call; ignored", self.port, reason)
+            return
+        LOGGER.info("modem on %s: the remote party hung up (%s)", self.port, reason)
+        self._call = "idle"
+        self.emit(RemoteHangup())
+        self._audio.stop()
+        if self.connected:
+            self._spawn(self._hang_up_line(), "hang up")
+
+    # --- sequences ---------------------------------------------------------------------------
+
+    async def _run_sequence(self, commands: Sequence[str]) -> None:
+        """Send ``commands`` in order (caller holds the I/O lock); wait after ``AT+VLS=1``."""
+        for command in commands:
+            await self._command(command)
+            if _is_off_hook_command(command):
+                self._line_off_hook = True
+                if self.off_hook_settle_s > 0:
+                    await asyncio.sleep(self.off_hook_settle_s)
+
+    async def _hang_up_line(self) -> None:
+        async with self._io_lock:
+            await self._run_sequence(self.family.hangup)
+            self._line_off_hook = False
+
+    async def _release_line(self) -> None:
+        async with self._io_lock:
+            if self._line_off_hook and self._call not in ("answering", "remote"):
+                await self._run_sequence(self.family.hangup)
+                self._line_off_hook = False
+
+    # --- background tasks --------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], what: str, *, io: bool = True) -> None:
+        """Run ``coroutine`` as a task kept until done; ``io`` tasks end with the port."""
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine, name=f"v253 {what}")
+        self._tasks.add(task)
+        if io:
+            self._io_tasks.add(task)
+        task.add_done_callback(lambda done: self._task_done(done, what))
+
+    def _task_done(self, task: asyncio.Task[None], what: str) -> None:
+        self._tasks.discard(task)
+        self._io_tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if isinstance(error, ModemLostError):
+            LOGGER.debug("modem on %s: %s stopped: %s", self.port, what, error)
+        elif isinstance(error, ModemTimeoutError):
+            # A modem that stops answering is wedged: reopen and re-init it.
+            self._fault(str(error))
+        elif isinstance(error, ModemCommandError):
+            LOGGER.error("%s (%s)", error, what)
+        else:
+            LOGGER.error("modem on %s: %s failed", self.port, what, exc_info=error)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One play() request; stale once ``generation`` differs from the player's."""
+
+    clips: tuple[AudioClip, ...]
+    on_clip_start: ClipStartCallback | None
+    on_done: DoneCallback | None
+    generation: int
+
+
+class ModemAudioOutput:
+    """Plays clips and tones through the modem (``+VTX``); implements AudioOutput.
+
+    Runs on the line's asyncio loop: ``play`` starts a task, timers pace the writes at real
+    time at most :data:`MAX_AHEAD_PERIODS` periods ahead, and ``stop`` wakes the task, which
+    flushes the port and sends the barge-in sequence. Callbacks run on the loop thread;
+    ``on_done`` only after ``<DLE><ETX>`` was acknowledged and the audio has played out.
+    """
+
+    def __init__(self, line: V253ModemLine, max_ahead_periods: int = MAX_AHEAD_PERIODS) -> None:
+        self._line = line
+        self._rate = line.family.sample_rate
+        self._period_s = PERIOD_FRAMES / self._rate
+        self._ahead_s = max_ahead_periods * self._period_s
+        self._generation = 0
+        self._wakeup: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def play(
+        self,
+        clips: Sequence[AudioClip],
+        on_clip_start: ClipStartCallback | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> None:
+        """Stop whatever plays, then play ``clips`` back to back (a tone only as the last)."""
+        clips = tuple(clips)
+        for index, clip in enumerate(clips[:-1]):
+            if isinstance(clip, ToneClip):
+                raise ValueError(
+                    f"tone clip {clip.label!r} at index {index} never ends: it must be last"
+                )
+        if self._closed:
+            raise DeviceError(f"modem player on {self._line.port} is closed")
+        loop = self._line._loop
+        if loop is None:
+            raise DeviceError(f"modem on {self._line.port} is not started")
+        if not self._on_loop(loop):
+            loop.call_soon_threadsafe(self.play, clips, on_clip_start, on_done)
+            return
+        self._stop_now()
+        job = _Job(clips, on_clip_start, on_done, self._generation)
+        self._line._spawn(self._run(job), "playback")
+
+    def stop(self) -> None:
+        """Stop at once (barge-in); a no-op when idle; safe from any thread."""
+        loop = self._line._loop
+        if loop is not None and not self._on_loop(loop):
+            loop.call_soon_threadsafe(self._stop_now)
+            return
+        self._stop_now()
+
+    def close(self) -> None:
+        """Stop, and refuse further plays; safe to call twice (the line closes the port)."""
+        self._closed = True
+        self.stop()
+
+    def abandon(self) -> None:
+        """The modem is gone: whatever was playing is dropped without ``on_done``."""
+        self._stop_now()
+
+    # --- loop side --------------------------------------------------------------------------
+
+    @staticmethod
+    def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+        try:
+            return asyncio.get_running_loop() is loop
+        except RuntimeError:
+            return False
+
+    def _stop_now(self) -> None:
+        self._generation += 1
+        waiter, self._wakeup = self._wakeup, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _current(self, job: _Job) -> bool:
+        return job.generation == self._generation
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` on a loop timer, or less if stop() comes first."""
+        loop = self._line._loop
+        assert loop is not None
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._wakeup = waiter
+        handle = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            if self._wakeup is waiter:
+                self._wakeup = None
+
+    async def _wait_until(self, job: _Job, deadline: float) -> bool:
+        """Wait until the clock reaches ``deadline``; False as soon as ``job`` is stopped."""
+        while self._current(job):
+            remaining = deadline - self._line.clock()
+            if remaining <= 0:
+                return True
+            # Capped at one period: an injected clock may run ahead of the loop's.
+            await self._pause(min(remaining, self._period_s))
+        return False
+
+    async def _run(self, job: _Job) -> None:
+        line = self._line
+        async with line._io_lock:
+            if not self._current(job):
+                return
+            if not line.connected:
+                LOGGER.debug("modem on %s not connected: playback dropped", line.port)
+                return
+            for command in line.family.play:
+                if _is_off_hook_command(command):
+                    if line._line_off_hook:
+                        continue
+                    await line._command(command)
+                    line._line_off_hook = True
+                    if line.off_hook_settle_s > 0:
+                        await self._wait_until(job, line.clock() + line.off_hook_settle_s)
+                else:
+                    await line._command(command)
+                if not self._current(job) and not command.upper().endswith("+VTX"):
+                    return  # stopped before the data state: nothing to end
+            # Data state (after CONNECT): only <DLE><ETX> or a barge-in gets the modem out.
+            start = line.clock()
+            sent = await self._stream(job, start)
+            if sent is None:
+                await self._barge_in()
+                return
+            await line._send_and_wait(dle.DLE_ETX, "end of playback <DLE><ETX>", ("OK",))
+            # Done when the audio has played out by our clock, not when it was queued.
+            if not await self._wait_until(job, start + sent / self._rate):
+                return
+            if self._current(job) and job.on_done is not None:
+                _run_callback("on_done", job.on_done)
+
+    async def _stream(self, job: _Job, start: float) -> int | None:
+        """Write every clip, paced; the samples written, or None once ``job`` is stopped."""
+        line = self._line
+        sent = 0
+        for index, clip in enumerate(job.clips):
+            if not self._current(job):
+                return None
+            if job.on_clip_start is not None:
+                _run_callback("on_clip_start", job.on_clip_start, index)
+            for chunk in self._chunks(clip):
+                slot = start + (sent + len(chunk)) / self._rate - self._ahead_s
+                if not await self._wait_until(job, slot):
+                    return None
+                line._write(dle.dle_encode(chunk), audio=True)
+                sent += len(chunk)
+        return sent if self._current(job) else None
+
+    def _chunks(self, clip: AudioClip) -> Iterator[bytes]:
+        """The clip in the family's 8-bit format, one period at a time (a tone never ends)."""
+        sample_format = self._line.family.sample_format
+        if isinstance(clip, ToneClip):
+            for period in tone_periods(clip.tone, PERIOD_FRAMES, self._rate):
+                yield convert_s16le(period, sample_format)
+            return
+        samples = convert_s16le(clip.pcm, sample_format)
+        for offset in range(0, len(samples), PERIOD_FRAMES):
+            yield samples[offset : offset + PERIOD_FRAMES]
+
+    async def _barge_in(self) -> None:
+        """Drop the queued audio and leave the data state: flush, ``<CAN><DLE><CAN><DLE><ETX>``."""
+        line = self._line
+        line._flush_output()
+        await line._send_and_wait(dle.DLE_BARGE_IN_AFTER_FLUSH, "barge-in <DLE><CAN>", ("OK",))
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _run_callback(name: str, callback: Callable[..., None], *args: int) -> None:
+    """Run a player callback; a broken one must not stop the audio."""
+    try:
+        callback(*args)
+    except Exception:
+        LOGGER.exception("%s callback of the modem player raised", name)
