@@ -27,6 +27,7 @@ from gatewayd.events import (
     Digit,
     Hangup,
     LineEvent,
+    LineFault,
     Notify,
     Play,
     PlaybackDone,
@@ -200,6 +201,8 @@ class Daemon:
         assert self._ivr is not None
         if isinstance(event, Ring):
             self.bus.publish({"type": "ring"})
+        elif isinstance(event, LineFault):
+            self.bus.publish({"type": "line", "state": "fault", "reason": event.reason})
         if isinstance(event, Digit):
             shown = "*" if self._ivr.masking else event.key
             self._last_keys = [*self._last_keys, shown][-16:]
