@@ -1,0 +1,250 @@
+"""The ``gatewayd`` command line: run, demo, phone, sim and ctl (DESIGN.md §6).
+
+Exit codes: 0 ok, 1 the daemon answered an error (or failed), 2 usage error or
+the daemon cannot be reached. Only argparse is imported here: each subcommand
+imports what it needs when it runs, so ``gatewayd sim`` and ``gatewayd ctl``
+start fast on a small board.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gatewayd import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: sim actions each party accepts (the sim socket's commands, DESIGN.md §6).
+SIM_ACTIONS = {
+    "handset": ("offhook", "onhook", "flash", "press"),
+    "remote": ("call", "press", "hangup"),
+}
+
+DESCRIPTION = """\
+gatewayd: the telephony daemon of a home gateway box, and the tools to drive it.
+It runs the voicemail secret-code service of number 3103 on the box's own line."""
+
+EPILOG = """\
+New here? Run `gatewayd demo` first: the daemon on a simulated line, with a
+keyboard handset in this terminal (SPACE lifts the handset, then dial 3103).
+`gatewayd COMMAND --help` tells more about each command."""
+
+RUNTIME_HELP = (
+    "the daemon's socket directory (default: $RUNTIME_DIRECTORY, else "
+    "$XDG_RUNTIME_DIR/gatewayd, else /run/gatewayd)"
+)
+
+
+def _runtime_dir(option: str | None) -> Path:
+    from gatewayd.paths import resolve_runtime_dir
+
+    return resolve_runtime_dir(option)
+
+
+def _fail(command: str, message: object, code: int) -> int:
+    print(f"gatewayd {command}: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``gatewayd run``: the daemon in the foreground."""
+    from gatewayd.daemon import run_daemon
+
+    return run_daemon(args.profile, args.state_dir, args.runtime_dir, args.log_level)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``gatewayd demo``: a sim daemon plus the keyboard handset."""
+    from gatewayd.phone import run_demo
+
+    return run_demo(args.state_dir, sys.stdin, sys.stdout)
+
+
+def cmd_phone(args: argparse.Namespace) -> int:
+    """``gatewayd phone``: the keyboard handset against a running daemon."""
+    from gatewayd.phone import run_phone
+
+    return run_phone(_runtime_dir(args.runtime_dir), sys.stdin, sys.stdout)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """``gatewayd sim PARTY ACTION [KEYS]``: one sim-socket command."""
+    parser: argparse.ArgumentParser = args.parser
+    if args.action not in SIM_ACTIONS[args.party]:
+        parser.error(
+            f"{args.party} actions are {', '.join(SIM_ACTIONS[args.party])}, not {args.action!r}"
+        )
+    if (args.action == "press") != (args.keys is not None):
+        parser.error("KEYS goes with press only" if args.keys else "press needs KEYS, e.g. 3103")
+    from gatewayd.client import CommandFailedError, DaemonUnreachableError, SimClient
+
+    words = [args.party, args.action, *([args.keys] if args.keys is not None else [])]
+    try:
+        with SimClient(_runtime_dir(args.runtime_dir)) as sim:
+            answer = sim.send(" ".join(words))
+    except DaemonUnreachableError as exc:
+        return _fail("sim", exc, EXIT_USAGE)
+    except CommandFailedError as exc:
+        return _fail("sim", exc.reason, EXIT_FAILED)
+    print(answer)
+    return EXIT_OK
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    """``gatewayd ctl COMMAND...``: one console command; ``events`` streams until Ctrl-C."""
+    if not args.command:
+        args.parser.error("give a console command, e.g. `status` or `help`")
+    from gatewayd.client import DaemonUnreachableError, ctl_request
+
+    failed = False
+    try:
+        with ctl_request(_runtime_dir(args.runtime_dir), shlex.join(args.command)) as answer:
+            for line in answer:
+                if line.startswith("error"):
+                    failed = True
+                    print(f"gatewayd ctl: {line}", file=sys.stderr, flush=True)
+                else:
+                    print(line, flush=True)
+    except DaemonUnreachableError as exc:
+        return _fail("ctl", exc, EXIT_USAGE)
+    except KeyboardInterrupt:
+        return EXIT_OK  # the way to leave `ctl events`
+    except BrokenPipeError:
+        # `gatewayd ctl events | head`: the reader left. Point stdout at /dev/null so that
+        # the interpreter's final flush does not complain about the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="gatewayd",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="name")
+
+    def add(
+        name: str, summary: str, description: str, epilog: str, handler: Callable[..., int]
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(handler=handler, parser=sub)
+        return sub
+
+    run = add(
+        "run",
+        "run the daemon in the foreground (default profile: sim)",
+        "Run the daemon in the foreground until SIGTERM or Ctrl-C (what the systemd unit runs).",
+        "State dir: --state-dir, else $STATE_DIRECTORY, else the profile's [storage].\n"
+        "example: gatewayd run --profile sim --runtime-dir /tmp/gw",
+        cmd_run,
+    )
+    run.add_argument(
+        "--profile",
+        default="sim",
+        metavar="NAME|PATH",
+        help="a shipped profile name (hw_profiles/NAME.toml) or a profile file (default: sim)",
+    )
+    run.add_argument("--state-dir", metavar="DIR", help="where the box's state file lives")
+    run.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+    run.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="log level (default: the profile's [logging])"
+    )
+
+    demo = add(
+        "demo",
+        "start here: a daemon on the sim line and a keyboard handset",
+        "Start a daemon on the sim profile (sockets in a fresh temporary dir) and a keyboard\n"
+        "handset in this terminal; what the box says is shown as text.",
+        "The box's state (your code) is kept in --state-dir between demos.\n"
+        "In the demo: SPACE lifts the handset, then dial 3103; ? shows the keys.",
+        cmd_demo,
+    )
+    demo.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the demo box's state (default: ~/.local/state/gatewayd-demo)",
+    )
+
+    phone = add(
+        "phone",
+        "the keyboard handset alone, against a running daemon (sim profile)",
+        "A keyboard handset on a running daemon's sim line, showing the box's events as text.\n"
+        "Without a terminal on stdin it reads one command per line (`help` lists them).",
+        "example: printf 'lift\\npress 3103\\nwait prompt:main_menu\\nhangup\\n' | gatewayd phone",
+        cmd_phone,
+    )
+    phone.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+
+    sim = add(
+        "sim",
+        "send one command to the sim line (lift, keys, remote call...)",
+        "Send one command to the sim socket of a daemon running the sim profile; prints `ok`.\n"
+        "press returns once every key was sent (80 ms tone + 80 ms gap each).",
+        "handset actions: offhook, onhook, flash, press KEYS\n"
+        "remote actions:  call (rings the box until it answers), press KEYS, hangup\n"
+        "KEYS: 0-9 * # (quote them for the shell).\n"
+        "examples: gatewayd sim handset offhook; gatewayd sim handset press '4931#'",
+        cmd_sim,
+    )
+    sim.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+    sim.add_argument("party", choices=tuple(SIM_ACTIONS), metavar="PARTY", help="handset or remote")
+    sim.add_argument(
+        "action", metavar="ACTION", help="offhook, onhook, flash, press, call or hangup"
+    )
+    sim.add_argument("keys", nargs="?", metavar="KEYS", help="the keys of press")
+
+    ctl = add(
+        "ctl",
+        "send one console command to the control socket (status, events, audit, reset)",
+        "Send one console command to the daemon's control socket and print the answer.\n"
+        "`events` streams until Ctrl-C.",
+        "commands: help, status [--json], events [--json], audit [N], reset --yes, version\n"
+        "examples: gatewayd ctl status; gatewayd ctl events --json",
+        cmd_ctl,
+    )
+    ctl.usage = "%(prog)s [-h] [--runtime-dir DIR] COMMAND..."
+    ctl.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+    ctl.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="COMMAND...", help="the console command"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gatewayd`` command line; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return handler(args)
+    except SystemExit as exc:  # argparse: --help, --version and usage errors
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or EXIT_OK
+        print(exc.code, file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
