@@ -1,0 +1,760 @@
+"""The ``gpio-slic`` line: a Silvertel Ag1171 SLIC and an MT8870 DTMF decoder on GPIO.
+
+The SLIC feeds the box's own handset; prompts and tones go through ALSA (the
+sound card wired to the SLIC's VIN/VOUT), so :meth:`audio_output` stays None.
+
+- SHK (switch-hook) is an input debounced by the backend (``SHK_DEBOUNCE_MS``);
+  each debounced edge goes to a :class:`~gatewayd.line.hook.HookClassifier`,
+  which turns breaks into ``OffHook``, ``OnHook``, ``Flash`` and dial-pulse
+  ``Digit``s.
+- StD and Q1-Q4 of the MT8870 give DTMF keys (:class:`~gatewayd.line.mt8870.Mt8870Reader`).
+- RM and F/R ring the handset (:class:`~gatewayd.line.ringer.Ringer`) when a
+  technician asks (:meth:`GpioSlicLine.ring`); lifting the handset stops it at once.
+
+No polling and no busy wait: edges arrive as backend callbacks (on the loop for
+``gpiod`` and ``fake``, on a background thread for ``rpi``, handed to the loop
+with ``call_soon_threadsafe``), and the hook classifier, the ringer and the end
+of a ring share ONE ``loop.call_at`` timer armed for the earliest deadline.
+
+With ``gpio_backend = "fake"`` the line also serves ``<runtime_dir>/gpio.sock``
+(mode 0660), where a test or a technician plays the handset (:class:`FakeHandset`),
+one command per line, each answered ``ok``, ``error <reason>`` or a value::
+
+    lift | hang | flash | press KEYS | dial DIGITS | drive PIN 0|1 | read PIN | history N | help
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatewayd.control import discard_input
+from gatewayd.errors import DeviceError, ProfileError
+from gatewayd.events import DTMF_KEYS, Digit, Flash, LineEvent, OffHook, OnHook
+from gatewayd.gpio import GpioBackend, GpioError, open_backend
+from gatewayd.gpio.fake import FakeGpio, HistoryEntry
+from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.line.hook import SHK_DEBOUNCE_MS, HookClassifier, TimedEvent
+from gatewayd.line.mt8870 import Q_CODES, Mt8870Reader
+from gatewayd.line.ringer import Ringer
+
+if TYPE_CHECKING:
+    from gatewayd.profile import Profile, SlicSection
+
+LOGGER = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+
+#: The fake-GPIO control socket in the runtime dir (``gpio_backend = "fake"`` only).
+GPIO_SOCKET = "gpio.sock"
+SOCKET_MODE = 0o660
+#: Longest command line accepted on gpio.sock; a longer one is answered with an error.
+MAX_LINE = 1024
+#: Longest KEYS of one ``press`` or ``dial`` (a handset could not send more in one go).
+MAX_KEYS = 64
+#: Most entries one ``history N`` returns.
+MAX_HISTORY = 1000
+
+# How the fake handset keys and dials (seconds). A DTMF key is an 80 ms tone and an
+# 80 ms gap, as the sim line sends them; a rotary dial runs at 10 pulses/s with a
+# 60 ms break and a 40 ms make per pulse (the usual 60/40 ratio).
+KEY_TONE_S = 0.080
+KEY_GAP_S = 0.080
+PULSE_BREAK_S = 0.060
+PULSE_MAKE_S = 0.040
+#: Pause between dialled digits: the time to pull the dial round again, well over the
+#: classifier's 300 ms end-of-digit gap.
+DIAL_GAP_S = 0.700
+#: Extra time a fake action waits after the classifier's own threshold, so its event
+#: has reached the daemon when the command is answered.
+SETTLE_MARGIN_S = 0.050
+
+#: What ``status()["last_event"]`` calls each event; never a digit's key.
+_EVENT_NAMES: dict[type, str] = {
+    OffHook: "off-hook",
+    OnHook: "on-hook",
+    Flash: "flash",
+    Digit: "digit",
+}
+#: MT8870 code (Q4 Q3 Q2 Q1 as an integer) for each key: what the fake decoder outputs.
+_KEY_CODES: dict[str, int] = {key: code for code, key in Q_CODES.items()}
+
+
+class SlicLineError(DeviceError):
+    """The SLIC line cannot do what was asked now (not started, handset off the hook...)."""
+
+
+class InbandDtmfUnavailableError(DeviceError):
+    """``dtmf = "inband"``: decoding keys from the audio capture is not available yet."""
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * NS_PER_S)
+
+
+class GpioSlicLine(LineDriver):
+    """A handset on an Ag1171 SLIC, keys from an MT8870, all on one GPIO backend.
+
+    The backend named by the profile is opened by :meth:`start` (its library is
+    imported only then); its errors (``UnknownBackendError``,
+    ``BackendUnavailableError``, ``GpioError``) come out of ``start`` unchanged.
+    """
+
+    name = "gpio-slic"
+
+    def __init__(
+        self,
+        emit: EventSink,
+        slic: SlicSection,
+        *,
+        ring_on_s: float = 1.5,
+        ring_off_s: float = 3.5,
+        fake_socket: Path | None = None,
+        source: str = "",
+    ) -> None:
+        super().__init__(emit)
+        self.slic = slic
+        self._source = source or "the hardware profile"
+        _check_dtmf_source(slic, self._source)
+        self._ring_on_s = ring_on_s
+        self._ring_off_s = ring_off_s
+        self._fake_socket = fake_socket
+        hook = slic.hook
+        self._classifier = HookClassifier(hook.bounce_ms, hook.pulse_max_ms, hook.flash_max_ms)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._gpio: GpioBackend | None = None
+        self._ringer: Ringer | None = None
+        self._mt8870: Mt8870Reader | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._ring_until: float | None = None
+        self._last_event = "none"
+        self._handset: FakeHandset | None = None
+        self._server: _GpioSocketServer | None = None
+
+    @classmethod
+    def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> GpioSlicLine:
+        """The line of a ``driver = "gpio-slic"`` profile; the fake backend adds gpio.sock."""
+        slic = profile.line.slic
+        if slic is None:
+            raise ProfileError(
+                f"{profile.source}: line: the gpio-slic driver needs line.gpio_backend and "
+                "[line.pins]"
+            )
+        return cls(
+            emit,
+            slic,
+            ring_on_s=profile.line.ring_on_s,
+            ring_off_s=profile.line.ring_off_s,
+            fake_socket=runtime_dir / GPIO_SOCKET if slic.gpio_backend == "fake" else None,
+            source=str(profile.source),
+        )
+
+    # --- what the daemon and the technician see ------------------------------------
+
+    @property
+    def gpio(self) -> GpioBackend | None:
+        """The open GPIO backend (None before :meth:`start`)."""
+        return self._gpio
+
+    @property
+    def fake_handset(self) -> FakeHandset | None:
+        """The handset played on the fake backend (None on real hardware or before start)."""
+        return self._handset
+
+    @property
+    def off_hook(self) -> bool:
+        """Whether the handset is off the hook (a break not yet classified still counts)."""
+        return self._classifier.off_hook
+
+    @property
+    def ringing(self) -> bool:
+        """Whether the handset is being rung (in a burst or in the pause between two)."""
+        return self._ringer is not None and self._ringer.ringing
+
+    def status(self) -> dict[str, Any]:
+        """Backend, hook state, ringing and the last hook/key event (never a key's value)."""
+        return {
+            "backend": self.slic.gpio_backend,
+            "handset": "off-hook" if self.off_hook else "on-hook",
+            "ringing": self.ringing,
+            "last_event": self._last_event,
+        }
+
+    def ring(self, seconds: float) -> None:
+        """Ring the handset for ``seconds`` at the profile's cadence; a lift stops it at once.
+
+        Ringing again while ringing moves the end to ``seconds`` from now.
+        """
+        loop, ringer = self._started_parts()
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise SlicLineError(f"ring needs a number of seconds > 0 (got {seconds})")
+        if self.off_hook:
+            raise SlicLineError("cannot ring the handset: it is off the hook")
+        now = self._now(loop)
+        ringer.start(now)
+        self._ring_until = now + seconds
+        LOGGER.info("ringing the handset for %.1f s", seconds)
+        self._rearm()
+
+    def stop_ringing(self) -> None:
+        """Stop ringing now (F/R forward at once, RM low 20 ms later); nothing if not ringing."""
+        self._started_parts()
+        self._stop_ringing()
+
+    # --- start and close ---------------------------------------------------------
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._gpio = self._open_gpio(loop)
+        try:
+            self._setup_lines(self._gpio)
+            if self._fake_socket is not None:
+                if not isinstance(self._gpio, FakeGpio):
+                    raise SlicLineError("gpio.sock needs the fake GPIO backend")
+                self._handset = FakeHandset(self._gpio, loop, self.slic)
+                self._server = _GpioSocketServer(self._handset, self._fake_socket)
+                await self._server.start()
+        except BaseException:
+            await self._release()
+            raise
+        level = self._gpio.read(self.slic.pins.shk)
+        if level == self.slic.shk_active_high:
+            # A handset already off the hook is a lift now, delivered once start() has
+            # returned: the daemon opens its audio right after, before it can take events.
+            loop.call_soon(self._on_shk_edge, self.slic.pins.shk, level, _ns(loop.time()))
+        LOGGER.info(
+            "gpio-slic line ready on the %s GPIO backend (handset %s)",
+            self.slic.gpio_backend,
+            "off-hook" if self.off_hook else "on-hook",
+        )
+
+    async def _close(self) -> None:
+        loop, ringer, gpio = self._loop, self._ringer, self._gpio
+        if loop is not None and ringer is not None and gpio is not None and not gpio.closed:
+            if ringer.ringing:
+                ringer.stop(self._now(loop))
+            # RM must drop over 10 ms after F/R is forward again (HARDWARE.md §2); the
+            # backend's close() would drop both at once, so let the ringer do it first.
+            deadline = ringer.next_deadline()
+            if deadline is not None:
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+                ringer.on_timer(max(self._now(loop), deadline))
+        await self._release()
+
+    async def _release(self) -> None:
+        """Stop serving, cancel the timer, close the backend (outputs to their idle levels)."""
+        self._ring_until = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+        if self._handset is not None:
+            self._handset.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        if self._gpio is not None:
+            self._gpio.close()
+
+    def _open_gpio(self, loop: asyncio.AbstractEventLoop) -> GpioBackend:
+        options: dict[str, Any] = {}
+        if self.slic.gpio_backend == "gpiod":
+            options["chip"] = self.slic.gpio_chip
+        elif self.slic.gpio_backend == "fake":
+            # The fake's virtual clock starts at loop time; FakeHandset keeps it there.
+            options["clock_ns"] = _ns(loop.time())
+        gpio = open_backend(self.slic.gpio_backend, **options)
+        gpio.attach(loop)
+        return gpio
+
+    def _setup_lines(self, gpio: GpioBackend) -> None:
+        pins = self.slic.pins
+        # Outputs first, at their idle levels (F/R forward, RM low): a quiet line at once.
+        self._ringer = Ringer(
+            gpio,
+            pins.rm,
+            pins.fr,
+            self.slic.ring_frequency_hz,
+            on_s=self._ring_on_s,
+            off_s=self._ring_off_s,
+        )
+        # Pull SHK towards on-hook: a SLIC unplugged or unpowered must not look like a lift.
+        gpio.setup_input(
+            pins.shk,
+            pull="down" if self.slic.shk_active_high else "up",
+            debounce_ms=SHK_DEBOUNCE_MS,
+            callback=self._shk_edge_any_thread,
+        )
+        self._open_dtmf(gpio)
+
+    def _open_dtmf(self, gpio: GpioBackend) -> None:
+        """Where keys come from: the decoder's StD/Q1-Q4 pins, or (later) the audio capture."""
+        pins = self.slic.pins
+        if self.slic.dtmf == "inband":
+            # The hook for in-band detection: start the capture decoder here, delivering
+            # keys through self._key_any_thread like the MT8870.
+            raise _inband_unavailable(self._source)
+        q_pins = (pins.q1, pins.q2, pins.q3, pins.q4)
+        if pins.std is None or any(pin is None for pin in q_pins):
+            raise ProfileError(
+                f'{self._source}: line.pins: dtmf = "mt8870" needs std, q1, q2, q3 and q4'
+            )
+        self._mt8870 = Mt8870Reader(
+            gpio,
+            pins.std,
+            [pin for pin in q_pins if pin is not None],
+            on_digit=self._key_any_thread,
+        )
+
+    def _now(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Loop time; on the fake backend the world's clock catches up first, so the edges
+        due by now come in before gatewayd acts and its writes are stamped right."""
+        if self._handset is not None:
+            self._handset.sync()
+        return loop.time()
+
+    def _started_parts(self) -> tuple[asyncio.AbstractEventLoop, Ringer]:
+        if self._loop is None or self._ringer is None or self._closed:
+            raise SlicLineError("the gpio-slic line is not running (start it first)")
+        return self._loop, self._ringer
+
+    # --- edges in (any thread) -> the loop ---------------------------------------
+
+    def _shk_edge_any_thread(self, pin: int, level: bool, timestamp_ns: int) -> None:
+        self._on_loop(self._on_shk_edge, pin, level, timestamp_ns)
+
+    def _key_any_thread(self, digit: Digit) -> None:
+        self._on_loop(self._on_key, digit)
+
+    def _on_loop(self, callback: Callable[..., None], *args: object) -> None:
+        """Run ``callback`` on the loop: now if on the loop thread, else handed over."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed while a late edge was on its way
+            LOGGER.debug("GPIO edge after the loop closed; dropped")
+
+    # --- on the loop ---------------------------------------------------------------
+
+    def _on_shk_edge(self, pin: int, level: bool, timestamp_ns: int) -> None:
+        if self._closed or self._ringer is None:
+            return
+        off_hook = level == self.slic.shk_active_high
+        # No log per edge: counting dial pulses in a log would spell a dialled code.
+        if off_hook and self._ringer.ringing:
+            self._stop_ringing("the handset was lifted")
+        # Backend timestamps are on the monotonic clock, which is also the loop's time():
+        # the classifier's deadlines can be armed with loop.call_at as they are.
+        self._deliver(self._classifier.feed(off_hook, timestamp_ns / NS_PER_MS))
+        self._rearm()
+
+    def _on_key(self, digit: Digit) -> None:
+        if self._closed:
+            return
+        self._last_event = "digit"
+        LOGGER.debug("DTMF key from the MT8870")  # never which key: it may be a code digit
+        self.emit(digit)
+
+    def _deliver(self, events: list[TimedEvent]) -> None:
+        for timed in events:
+            event: LineEvent = timed.event
+            self._last_event = _EVENT_NAMES[type(event)]
+            if isinstance(event, Digit):
+                LOGGER.debug("dial-pulse digit")  # never which one
+            else:
+                LOGGER.info("handset: %s", self._last_event)
+            self.emit(event)
+
+    def _stop_ringing(self, why: str = "stopped") -> None:
+        self._ring_until = None
+        if self._loop is None or self._ringer is None or not self._ringer.ringing:
+            return
+        LOGGER.info("ringing ends: %s", why)
+        self._ringer.stop(self._now(self._loop))
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Arm the one timer for the earliest of hook, ringer and ring-end deadlines."""
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        deadlines: list[float] = []
+        hook_ms = self._classifier.poll_deadline()
+        if hook_ms is not None:
+            deadlines.append(hook_ms / 1000)
+        if self._ringer is not None and (ring_at := self._ringer.next_deadline()) is not None:
+            deadlines.append(ring_at)
+        if self._ring_until is not None:
+            deadlines.append(self._ring_until)
+        when = min(deadlines, default=None)
+        if when == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        if when is not None:
+            self._timer_at = when
+            self._timer = loop.call_at(when, self._on_timer, when)
+
+    def _on_timer(self, when: float) -> None:
+        self._timer = self._timer_at = None
+        if self._closed or self._loop is None or self._ringer is None:
+            return
+        # asyncio may run a timer a hair before ``when``: the deadline it was armed for
+        # is due all the same (else it would be re-armed at once, again and again).
+        now = max(self._now(self._loop), when)
+        if self._ring_until is not None and now >= self._ring_until:
+            self._stop_ringing("ring time over")
+        ring_at = self._ringer.next_deadline()
+        if ring_at is not None and ring_at <= now:
+            self._ringer.on_timer(now)
+        now_ms = now * 1000
+        hook_ms = self._classifier.poll_deadline()
+        if hook_ms is not None and hook_ms / 1000 <= now:
+            now_ms = max(now_ms, hook_ms)  # the same float the timer was armed from
+        self._deliver(self._classifier.on_timer(now_ms))
+        self._rearm()
+
+
+def _inband_unavailable(source: str) -> InbandDtmfUnavailableError:
+    return InbandDtmfUnavailableError(
+        f'{source}: line.dtmf = "inband": in-band DTMF detection (keys decoded from '
+        "audio.capture) needs the [inband] extra and is not available yet; wire an MT8870 or "
+        'HT9170 decoder to StD/Q1-Q4 and set dtmf = "mt8870"'
+    )
+
+
+def _check_dtmf_source(slic: SlicSection, source: str) -> None:
+    """Refuse at construction a DTMF source this driver cannot serve yet."""
+    if slic.dtmf == "inband":
+        raise _inband_unavailable(source)
+
+
+# --- the fake line's outside world ---------------------------------------------------
+
+
+class FakeHandsetError(DeviceError):
+    """A fake-handset action that makes no sense now (lift when already off-hook...)."""
+
+
+class FakeHandset:
+    """The handset, SLIC and MT8870 of a ``fake``-backend line, played on the loop's clock.
+
+    The fake GPIO only moves its virtual clock when told to: this keeps it on loop
+    time (advanced before every wire change, and by a timer while a debounced edge
+    is pending), so the driver sees edges when a real board would report them.
+    For tests and technicians only: the Q pins' history spells the keys pressed.
+    """
+
+    def __init__(self, gpio: FakeGpio, loop: asyncio.AbstractEventLoop, slic: SlicSection) -> None:
+        self.gpio = gpio
+        self.slic = slic
+        self._loop = loop
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at_ns: int | None = None
+        self._closed = False
+
+    # --- wires -------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Bring the fake's clock to loop time, reporting the debounced edges now due."""
+        self._advance_to(_ns(self._loop.time()))
+
+    def drive(self, pin: int, level: bool) -> None:
+        """Drive input wire ``pin`` to ``level`` now (loop time)."""
+        self.sync()
+        self.gpio.drive(pin, level)
+        self._arm()
+
+    def read(self, pin: int) -> bool:
+        """The level on a wire now: what gatewayd drives on an output, else the world's."""
+        self.sync()
+        return self.gpio.level(pin)
+
+    def history(self, last: int) -> list[HistoryEntry]:
+        """The last ``last`` level changes (world and gatewayd), oldest first."""
+        self.sync()
+        return self.gpio.history[-last:] if last > 0 else []
+
+    @property
+    def off_hook(self) -> bool:
+        """Whether the handset is off the hook, as the SHK wire says."""
+        return self.gpio.level(self.slic.pins.shk) == self.slic.shk_active_high
+
+    def close(self) -> None:
+        """Cancel the pending-edge timer; safe to call twice."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at_ns = None
+
+    def _advance_to(self, t_ns: int) -> None:
+        if not self._closed and t_ns > self.gpio.now_ns:
+            self.gpio.advance_to(t_ns)
+
+    def _arm(self) -> None:
+        """One timer for the next pending debounced edge, if any."""
+        if self._closed:
+            return
+        due = self.gpio.next_edge_ns()
+        if due == self._timer_at_ns and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at_ns = None
+        if due is not None:
+            self._timer_at_ns = due
+            self._timer = self._loop.call_at(due / NS_PER_S, self._edge_due, due)
+
+    def _edge_due(self, due_ns: int) -> None:
+        self._timer = self._timer_at_ns = None
+        # At least ``due_ns``: the loop may fire a hair early, and the edge is due.
+        self._advance_to(max(_ns(self._loop.time()), due_ns))
+        self._arm()
+
+    # --- the handset -----------------------------------------------------------------
+
+    def _set_hook(self, off_hook: bool) -> None:
+        self.drive(self.slic.pins.shk, off_hook == self.slic.shk_active_high)
+
+    def _need_off_hook(self, action: str) -> None:
+        if not self.off_hook:
+            hint = "already on-hook" if action == "hang" else "on-hook; lift it first (lift)"
+            raise FakeHandsetError(f"{action}: the handset is {hint}")
+
+    async def lift(self) -> None:
+        """Lift the handset; returns once the driver has seen it."""
+        async with self._lock:
+            if self.off_hook:
+                raise FakeHandsetError("lift: the handset is already off-hook")
+            self._set_hook(True)
+            await asyncio.sleep(SHK_DEBOUNCE_MS / 1000 + SETTLE_MARGIN_S)
+
+    async def hang(self) -> None:
+        """Hang up; returns once the break is long enough to be an on-hook, not a flash."""
+        async with self._lock:
+            self._need_off_hook("hang")
+            self._set_hook(False)
+            await asyncio.sleep(
+                (self.slic.hook.flash_max_ms + SHK_DEBOUNCE_MS) / 1000 + SETTLE_MARGIN_S
+            )
+
+    async def flash(self) -> None:
+        """A register-recall break halfway between the pulse and flash limits."""
+        async with self._lock:
+            self._need_off_hook("flash")
+            hook = self.slic.hook
+            self._set_hook(False)
+            await asyncio.sleep((hook.pulse_max_ms + hook.flash_max_ms) / 2 / 1000)
+            self._set_hook(True)
+            await asyncio.sleep((hook.bounce_ms + SHK_DEBOUNCE_MS) / 1000 + SETTLE_MARGIN_S)
+
+    async def press(self, keys: str) -> None:
+        """Key DTMF tones: per key, Q1-Q4 set then StD high for 80 ms, then an 80 ms gap."""
+        _check_keys(keys, DTMF_KEYS, "press", "0-9 * # A-D")
+        pins = self.slic.pins
+        std, q_pins = pins.std, (pins.q1, pins.q2, pins.q3, pins.q4)
+        if std is None or any(pin is None for pin in q_pins):
+            raise FakeHandsetError("press: this line has no MT8870 (dtmf is not mt8870)")
+        async with self._lock:
+            self._need_off_hook("press")
+            for key in keys:
+                code = _KEY_CODES[key]
+                for bit, pin in enumerate(q_pins):
+                    assert pin is not None
+                    self.drive(pin, bool(code >> bit & 1))
+                self.drive(std, True)
+                await asyncio.sleep(KEY_TONE_S)
+                self.drive(std, False)
+                await asyncio.sleep(KEY_GAP_S)
+
+    async def dial(self, digits: str) -> None:
+        """Dial with a rotary dial: 10 pulses/s (60 ms break, 40 ms make), "0" is 10 pulses.
+
+        Returns once the last digit has been recognised.
+        """
+        _check_keys(digits, frozenset("0123456789"), "dial", "0-9")
+        async with self._lock:
+            self._need_off_hook("dial")
+            for digit in digits:
+                for _ in range(10 if digit == "0" else int(digit)):
+                    self._set_hook(False)
+                    await asyncio.sleep(PULSE_BREAK_S)
+                    self._set_hook(True)
+                    await asyncio.sleep(PULSE_MAKE_S)
+                await asyncio.sleep(DIAL_GAP_S)
+
+    async def chatter(self, pin: int, hz: float, duration_ms: float, final_level: bool) -> None:
+        """A bounce storm in real time: ``pin`` flips every half period of ``hz``, then settles."""
+        if hz <= 0 or duration_ms < 0:
+            raise FakeHandsetError(
+                f"chatter needs hz > 0 and duration_ms >= 0 ({hz}, {duration_ms})"
+            )
+        start = self._loop.time()
+        half_period = 1 / (2 * hz)
+        level = self.gpio.level(pin)
+        flips = int(duration_ms / 1000 / half_period)
+        for n in range(1, flips + 1):
+            await asyncio.sleep(max(0.0, start + n * half_period - self._loop.time()))
+            level = not level
+            self.drive(pin, level)
+        await asyncio.sleep(max(0.0, start + duration_ms / 1000 - self._loop.time()))
+        self.drive(pin, final_level)
+
+    # --- the socket's command language -------------------------------------------------
+
+    async def command(self, line: str) -> str:
+        """Run one gpio.sock command; the answer line (``ok``, ``error ...`` or a value)."""
+        words = line.split()
+        if not words:
+            return "error empty command; try help"
+        name, args = words[0], words[1:]
+        try:
+            return await self._run(name, args)
+        except (FakeHandsetError, GpioError) as exc:
+            return f"error {exc}"
+
+    async def _run(self, name: str, args: list[str]) -> str:
+        arity = {"lift": 0, "hang": 0, "flash": 0, "help": 0, "press": 1, "dial": 1}
+        arity |= {"read": 1, "history": 1, "drive": 2}
+        if name not in arity:
+            return f"error unknown command {name[:32]!r}; try help"
+        if len(args) != arity[name]:
+            return f"error {name} takes {arity[name]} argument(s): {_USAGE[name]}"
+        if name == "lift":
+            await self.lift()
+        elif name == "hang":
+            await self.hang()
+        elif name == "flash":
+            await self.flash()
+        elif name == "press":
+            await self.press(args[0])
+        elif name == "dial":
+            await self.dial(args[0])
+        elif name == "drive":
+            if args[1] not in ("0", "1"):
+                return f"error drive: the level is 0 or 1 (got {args[1][:16]!r})"
+            self.drive(_pin(args[0]), args[1] == "1")
+        elif name == "read":
+            return "1" if self.read(_pin(args[0])) else "0"
+        elif name == "history":
+            return json.dumps([_entry(e) for e in self.history(_count(args[0]))])
+        else:
+            return "ok " + " | ".join(_USAGE.values())
+        return "ok"
+
+
+_USAGE: dict[str, str] = {
+    "lift": "lift",
+    "hang": "hang",
+    "flash": "flash",
+    "press": "press KEYS",
+    "dial": "dial DIGITS",
+    "drive": "drive PIN 0|1",
+    "read": "read PIN",
+    "history": "history N",
+    "help": "help",
+}
+
+
+def _check_keys(keys: str, allowed: frozenset[str], action: str, shown: str) -> None:
+    if len(keys) > MAX_KEYS:
+        raise FakeHandsetError(f"{action}: too many keys at once (max {MAX_KEYS})")
+    if any(key not in allowed for key in keys):
+        raise FakeHandsetError(f"{action}: keys are {shown}")
+
+
+def _pin(text: str) -> int:
+    if not text.isdigit() or len(text) > 6:
+        raise FakeHandsetError(f"a pin is a number >= 0 (got {text[:16]!r})")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= MAX_HISTORY:
+        raise FakeHandsetError(f"history N: N is a number from 1 to {MAX_HISTORY}")
+    return int(text)
+
+
+def _entry(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "t": round(entry.t_ns / NS_PER_S, 6),
+        "pin": entry.pin,
+        "level": int(entry.level),
+        "dir": entry.direction,
+    }
+
+
+class _GpioSocketServer:
+    """Serves :meth:`FakeHandset.command` on a unix socket, one command per line."""
+
+    def __init__(self, handset: FakeHandset, path: Path) -> None:
+        self.path = path
+        self._handset = handset
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MAX_LINE
+        )
+        os.chmod(self.path, SOCKET_MODE)
+        LOGGER.info("fake GPIO: the handset is played through %s", self.path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._clients):
+            task.cancel()
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+        try:
+            while True:
+                try:
+                    raw = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:
+                    if not exc.partial.strip():
+                        return
+                    raw = exc.partial
+                except asyncio.LimitOverrunError:
+                    writer.write(f"error line too long (max {MAX_LINE} bytes)\n".encode())
+                    await writer.drain()
+                    await discard_input(reader)
+                    return
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line:
+                    continue
+                writer.write((await self._handset.command(line) + "\n").encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if task is not None:
+                self._clients.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
