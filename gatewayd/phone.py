@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import json
 import logging
 import os
@@ -81,6 +82,8 @@ command failed or a wait timed out."""
 #: Default and longest ``wait`` of a scripted session.
 WAIT_DEFAULT_S = 30.0
 WAIT_MAX_S = 3600.0
+#: Events kept for ``wait`` (older ones are forgotten in a long session).
+EVENTS_KEPT = 2000
 #: How long quitting waits for the last commands (hang up) to be answered.
 CLOSE_TIMEOUT_S = 3.0
 #: Prompt texts are shown in this language unless ``status --json`` names another.
@@ -177,7 +180,7 @@ def format_event(event: Mapping[str, Any], catalogue: PromptCatalogue | None) ->
         return f"  ⚠ line fault: {event.get('reason')}"
     # Unknown to this version (or an unexpected shape): shown generically, never an error.
     fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "t"))
-    return f"  event {kind}: {fields}".rstrip(" :")
+    return f"  event {'?' if kind is None else kind}: {fields}".rstrip(" :")
 
 
 def keys_of(data: bytes) -> Iterator[str]:
@@ -219,10 +222,12 @@ class _Lane:
                 if self._client is None:  # (re)connect lazily: the daemon may have restarted
                     self._client = SimClient(self._runtime_dir)
                 answer = self._client.send(command)
-            except GatewaydError as exc:
-                if isinstance(exc, DaemonUnreachableError) and self._client is not None:
+            except Exception as exc:  # reported, and the lane goes on with the next command
+                if not isinstance(exc, CommandFailedError) and self._client is not None:
                     self._client.close()
                     self._client = None
+                if not isinstance(exc, GatewaydError):
+                    LOGGER.exception("sim command %r failed", command)
                 self._done(command, exc)
                 future.set_exception(exc)
             else:
@@ -271,17 +276,14 @@ class Phone:
             party: _Lane(party, runtime_dir, self._answered) for party in ("handset", "remote")
         }
 
-    @property
-    def wake_fd(self) -> int:
-        """Becomes readable when the daemon went away (for a ``select`` on the terminal)."""
-        return self._wake_read
-
     def start(self) -> dict[str, Any]:
         """Subscribe to events, then learn the line's state (the ``status --json`` answer, or {}).
 
         Raises DaemonUnreachableError if the daemon cannot be reached.
         """
-        # Events first, so that nothing the first command causes is missed.
+        # Fail now, with the reason, if there is no sim line (not the sim profile, no daemon).
+        SimClient(self.runtime_dir).close()
+        # Events before any command, so that nothing the first command causes is missed.
         self._stream = ctl_request(self.runtime_dir, "events --json")
         self._reader = threading.Thread(target=self._read_events, name="phone-events", daemon=True)
         self._reader.start()
@@ -445,6 +447,10 @@ class Phone:
             ):
                 self._remote = "idle"
             self._events.append(event)
+            if len(self._events) > EVENTS_KEPT:  # a long session: forget the oldest half
+                drop = EVENTS_KEPT // 2
+                del self._events[:drop]
+                self._wait_mark = max(0, self._wait_mark - drop)
             self._events_seen.notify_all()
             try:
                 text = format_event(event, self.catalogue)
@@ -459,7 +465,7 @@ class Phone:
                 and event.get("state") == "end"
                 and self._handset_off
             ):
-                self._write("  (the box ended the call: press SPACE to hang up)")
+                self._write("  (the box ended the call: hang up the handset)")
 
     def wait_event(self, kind: str, value: str | None, timeout: float) -> bool:
         """True once an event of ``kind`` (with a field equal to ``value``) was seen since the
@@ -544,6 +550,12 @@ class Phone:
         import tty
 
         saved = termios.tcgetattr(fd)
+        previous_cont = None
+        if threading.current_thread() is threading.main_thread():
+            # After Ctrl-Z and `fg` the shell has put the terminal back in line mode.
+            previous_cont = signal.signal(
+                signal.SIGCONT, lambda signum, frame: tty.setcbreak(fd, termios.TCSANOW)
+            )
         try:
             tty.setcbreak(fd)  # keeps ISIG, so Ctrl-C still interrupts
             self.say(BANNER)
@@ -561,6 +573,8 @@ class Phone:
             return
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            if previous_cont is not None:
+                signal.signal(signal.SIGCONT, previous_cont)
 
     def run_lines(self, lines: TextIO) -> None:
         """The scripted UI: one command per line (:data:`LINE_HELP`) until quit or EOF."""
@@ -672,9 +686,16 @@ def _terminate_cleanly() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _tolerant(out: TextIO) -> None:
+    """A terminal whose encoding lacks « ♪ ☎ shows '?' for them rather than losing the line."""
+    if isinstance(out, io.TextIOWrapper):
+        out.reconfigure(errors="replace")
+
+
 def run_phone(runtime_dir: Path, stdin: TextIO, out: TextIO) -> int:
     """``gatewayd phone``: 0 when the user quits, 1 if the daemon went away or a script failed,
     2 if the daemon cannot be reached."""
+    _tolerant(out)
     catalogue = _load_catalogue(DEFAULT_LANGUAGE, out)
     phone = Phone(runtime_dir, out, catalogue=catalogue, wait_for_answers=not stdin.isatty())
     with _terminate_cleanly():
