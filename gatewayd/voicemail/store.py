@@ -29,6 +29,7 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from gatewayd.errors import StateFileError
+from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,8 +48,15 @@ AUDIT_EVENTS = frozenset(
         "reset",
         "protection_on",
         "protection_off",
+        # The technician's serial-console login (its code is not the subscriber's).
+        "tech_code_set",
+        "tech_login",
+        "tech_login_failure",
+        "tech_lockout",
     }
 )
+#: The one technician document (``technician`` table); absent in files written before it existed.
+TECHNICIAN_ID = "technician"
 
 _FIX_HINT = (
     "gatewayd will not start on a state it cannot read (that would forget the code and "
@@ -120,6 +128,13 @@ class AtomicJSONStorage(Storage):
             ) from None
         if not isinstance(data, dict):
             raise StateFileError(f"{self.path}: the state file is not a JSON object. {_FIX_HINT}")
+        for table, docs in data.items():
+            if not isinstance(docs, dict) or not all(
+                isinstance(doc, dict) and doc_id.isdigit() for doc_id, doc in docs.items()
+            ):
+                raise StateFileError(
+                    f"{self.path}: table {table!r} is not a table of documents. {_FIX_HINT}"
+                )
         return data
 
     def write(self, data: dict[str, Any]) -> None:
@@ -193,6 +208,28 @@ class Mailbox:
         return self.code_hash is not None
 
 
+@dataclass(frozen=True)
+class Technician:
+    """The technician's login: a hash and salt (never a code) and the consecutive failures."""
+
+    code_hash: bytes | None
+    salt: bytes | None
+    failures: int
+
+    @property
+    def code_set(self) -> bool:
+        """Whether a technician code was provisioned."""
+        return self.code_hash is not None
+
+
+_EMPTY_TECHNICIAN: dict[str, Any] = {
+    "technician": TECHNICIAN_ID,
+    "code_hash": None,
+    "salt": None,
+    "failures": 0,
+}
+
+
 _EMPTY_MAILBOX: dict[str, Any] = {
     "mailbox": MAILBOX_ID,
     "code_hash": None,
@@ -223,6 +260,8 @@ class Store:
         self._mailboxes = self._db.table("mailbox")
         self._audit = self._db.table("audit")
         self._meta = self._db.table("meta")
+        # No query cache: another process (``gatewayd provision``) may write this table.
+        self._technicians = self._db.table("technician", cache_size=0)
         self._closed = False
         self._init_or_check()
 
@@ -271,6 +310,11 @@ class Store:
             failures, locked, protection = doc["failures"], doc["locked"], doc["protection"]
             if (code_hash is None) != (salt is None):
                 raise ValueError("hash and salt must be set together")
+            if code_hash is not None and (
+                len(bytes.fromhex(code_hash)) != HASH_BYTES
+                or len(bytes.fromhex(salt)) != SALT_BYTES
+            ):
+                raise ValueError("hash or salt of the wrong length")
             if not (isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0):
                 raise ValueError(f"failures={failures!r}")
             if not (isinstance(locked, bool) and isinstance(protection, bool)):
@@ -295,6 +339,55 @@ class Store:
                 raise KeyError(f"unknown mailbox field {key!r}")
             doc[key] = value.hex() if isinstance(value, bytes) else value
         self._mailboxes.update(doc, Query().mailbox == MAILBOX_ID)
+
+    def technician(self) -> Technician:
+        """Read the technician document; absent means no code and no failures yet."""
+        docs = self._technicians.all()
+        if not docs:
+            return Technician(code_hash=None, salt=None, failures=0)
+        if len(docs) != 1:
+            raise StateFileError(
+                f"{self.path}: expected one technician document, found {len(docs)}. "
+                "Set the technician code again with `gatewayd provision --tech-code`."
+            )
+        doc = docs[0]
+        try:
+            code_hash, salt, failures = doc["code_hash"], doc["salt"], doc["failures"]
+            if (code_hash is None) != (salt is None):
+                raise ValueError("hash and salt must be set together")
+            if code_hash is not None and (
+                len(bytes.fromhex(code_hash)) != HASH_BYTES
+                or len(bytes.fromhex(salt)) != SALT_BYTES
+            ):
+                raise ValueError("hash or salt of the wrong length")
+            if not (isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0):
+                raise ValueError(f"failures={failures!r}")
+            return Technician(
+                code_hash=bytes.fromhex(code_hash) if code_hash is not None else None,
+                salt=bytes.fromhex(salt) if salt is not None else None,
+                failures=failures,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileError(
+                f"{self.path}: malformed technician document ({exc}). Set the technician "
+                "code again with `gatewayd provision --tech-code`."
+            ) from None
+
+    def update_technician(self, **fields: Any) -> None:
+        """Update technician fields (``code_hash``, ``salt``, ``failures``) in one TinyDB call."""
+        doc: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key not in _EMPTY_TECHNICIAN or key == "technician":
+                raise KeyError(f"unknown technician field {key!r}")
+            doc[key] = value.hex() if isinstance(value, bytes) else value
+        self._technicians.upsert(
+            {**_EMPTY_TECHNICIAN, **self._technician_doc(), **doc},
+            Query().technician == TECHNICIAN_ID,
+        )
+
+    def _technician_doc(self) -> dict[str, Any]:
+        docs = self._technicians.all()
+        return dict(docs[0]) if docs else {}
 
     def audit(self, what: str, origin: str, **details: int | float | bool) -> None:
         """Append an audit record (what, origin, time); never pass digits here."""
