@@ -366,3 +366,29 @@ def test_a_remote_call_during_a_handset_call_is_hung_up(phone: Phone) -> None:
     out = phone.send(RemoteAnswered())
     assert out == [Hangup()]
     assert phone.ivr.party == "handset"
+
+
+@pytest.mark.parametrize("entry", ["12A4#", "D931#", "4C#"])
+def test_a_non_digit_key_in_code_entry_is_a_bad_entry(phone: Phone, service, entry) -> None:
+    phone.lift()
+    phone.dial("3103")
+    phone.press("321")
+    phone.hear()
+    phone.press(entry)
+    assert phone.hear() == ["code_bad_length", "code_enter_new"]
+    assert not service.status().code_set
+    phone.press("4931#1")  # the next entry starts clean
+    assert service.status().code_set
+
+
+def test_a_wrong_length_code_check_is_not_counted(phone: Phone, service) -> None:
+    create_code(phone, "4931")
+    phone.call_in()
+    phone.hear()
+    phone.press("493#")
+    assert phone.hear() == ["code_bad_length", "code_enter"]
+    assert service.status().failures == 0
+    phone.press("49311#")
+    phone.press("4#")
+    assert phone.hear()[-2:] == ["code_bad_length", "goodbye"]
+    assert phone.hung_up and service.status().failures == 0
