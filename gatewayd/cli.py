@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gatewayd import __version__
+from gatewayd.errors import GatewaydError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -228,7 +229,33 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND...", help="the console command"
     )
+    dtmf = add(
+        "dtmf",
+        "decode DTMF keys in a recording of the line (field tool)",
+        "Decode the DTMF keys in a recording: a WAV (8 kHz, 16-bit, mono), or raw 8 kHz S16_LE\n"
+        "mono with --raw. Prints each key with its start time and duration. Needs the\n"
+        "[inband] extra (numpy).",
+        "usage: gatewayd dtmf decode FILE [--raw] [--mask]\n"
+        "example: arecord -D hw:1,0 -f S16_LE -r 8000 -c 1 line.wav; gatewayd dtmf decode line.wav",
+        cmd_dtmf,
+    )
+    dtmf.usage = "%(prog)s [-h] decode FILE [--raw] [--mask]"
+    dtmf.add_argument("args", nargs=argparse.REMAINDER, metavar="decode FILE", help="what to do")
     return parser
+
+
+def cmd_dtmf(args: argparse.Namespace) -> int:
+    """``gatewayd dtmf ...``: the in-band detector as a field tool."""
+    from gatewayd.dtmf import require_numpy
+
+    try:
+        require_numpy()
+    except GatewaydError as exc:
+        print(f"gatewayd dtmf: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from gatewayd.dtmf.cli import main as dtmf_main
+
+    return dtmf_main(list(args.args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gatewayd.errors import ProfileError
 from gatewayd.events import Digit, LineEvent, OffHook
 from gatewayd.gpio import BackendUnavailableError, UnknownBackendError
 from gatewayd.gpio.fake import FakeGpio
@@ -428,7 +429,24 @@ def test_closing_mid_burst_leaves_the_line_quiet_rm_last(tmp_path: Path) -> None
 # --- opening the line ----------------------------------------------------------------------
 
 
-def test_inband_dtmf_is_refused_with_what_to_do(tmp_path: Path) -> None:
+def test_inband_dtmf_without_a_capture_device_says_which_key(tmp_path: Path) -> None:
+    path = tmp_path / "inband.toml"
+    path.write_text(fake_profile_text(**{'dtmf = "mt8870"': 'dtmf = "inband"'}))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)  # refused at load, before any hardware is touched
+    message = str(caught.value)
+    assert "inband.toml" in message and "audio.capture" in message
+
+
+def test_inband_dtmf_without_numpy_says_what_to_install(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "numpy" else real_find_spec(name, *a),
+    )
     text = fake_profile_text(
         **{'dtmf = "mt8870"': 'dtmf = "inband"', 'capture = ""': 'capture = "hw:1,0"'}
     )
@@ -437,7 +455,7 @@ def test_inband_dtmf_is_refused_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(InbandDtmfUnavailableError) as caught:
         open_line(load_profile(path), lambda event: None, tmp_path)
     message = str(caught.value)
-    assert "inband.toml" in message and "[inband] extra" in message
+    assert "inband.toml" in message and "gatewayd[inband]" in message
     assert 'dtmf = "mt8870"' in message
 
 

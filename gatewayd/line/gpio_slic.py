@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.control import discard_input
-from gatewayd.errors import DeviceError, ProfileError
-from gatewayd.events import DTMF_KEYS, Digit, Flash, LineEvent, OffHook, OnHook
+from gatewayd.errors import DeviceError, GatewaydError, ProfileError
+from gatewayd.events import DTMF_KEYS, Digit, Flash, LineEvent, LineFault, OffHook, OnHook
 from gatewayd.gpio import GpioBackend, GpioError, open_backend
 from gatewayd.gpio.fake import FakeGpio, HistoryEntry
 from gatewayd.line.base import EventSink, LineDriver
@@ -94,7 +94,7 @@ class SlicLineError(DeviceError):
 
 
 class InbandDtmfUnavailableError(DeviceError):
-    """``dtmf = "inband"``: decoding keys from the audio capture is not available yet."""
+    """``dtmf = "inband"`` without numpy (the ``[inband]`` extra) or without a capture device."""
 
 
 def _ns(seconds: float) -> int:
@@ -120,11 +120,16 @@ class GpioSlicLine(LineDriver):
         ring_off_s: float = 3.5,
         fake_socket: Path | None = None,
         source: str = "",
+        capture_device: str = "",
+        call_progress_hz: tuple[float, ...] = (440.0,),
     ) -> None:
         super().__init__(emit)
         self.slic = slic
         self._source = source or "the hardware profile"
-        _check_dtmf_source(slic, self._source)
+        self._capture_device = capture_device
+        self._call_progress_hz = call_progress_hz
+        self._capture: Any = None
+        _check_dtmf_source(slic, self._source, capture_device)
         self._ring_on_s = ring_on_s
         self._ring_off_s = ring_off_s
         self._fake_socket = fake_socket
@@ -158,6 +163,8 @@ class GpioSlicLine(LineDriver):
             ring_off_s=profile.line.ring_off_s,
             fake_socket=runtime_dir / GPIO_SOCKET if slic.gpio_backend == "fake" else None,
             source=str(profile.source),
+            capture_device=profile.audio.capture,
+            call_progress_hz=_call_progress_hz(profile),
         )
 
     # --- what the daemon and the technician see ------------------------------------
@@ -254,9 +261,16 @@ class GpioSlicLine(LineDriver):
                 ringer.on_timer(max(self._now(loop), deadline))
         await self._release()
 
+    def _capture_fault(self, reason: str) -> None:
+        LOGGER.error("in-band DTMF capture on %r failed: %s", self._capture_device, reason)
+        self.emit(LineFault(f"audio capture {self._capture_device}: {reason}"))
+
     async def _release(self) -> None:
         """Stop serving, cancel the timer, close the backend (outputs to their idle levels)."""
         self._ring_until = None
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
         if self._server is not None:
             await self._server.close()
             self._server = None
@@ -303,9 +317,16 @@ class GpioSlicLine(LineDriver):
         """Where keys come from: the decoder's StD/Q1-Q4 pins, or (later) the audio capture."""
         pins = self.slic.pins
         if self.slic.dtmf == "inband":
-            # The hook for in-band detection: start the capture decoder here, delivering
-            # keys through self._key_any_thread like the MT8870.
-            raise _inband_unavailable(self._source)
+            # Keys decoded from the line's audio (no decoder chip): numpy is imported only here.
+            from gatewayd.dtmf.capture import InbandDtmfCapture
+
+            loop = self._loop
+            assert loop is not None
+            self._capture = InbandDtmfCapture(
+                self._capture_device, call_progress_hz=self._call_progress_hz
+            )
+            self._capture.start(loop, on_digit=self._key_any_thread, on_fault=self._capture_fault)
+            return
         q_pins = (pins.q1, pins.q2, pins.q3, pins.q4)
         if pins.std is None or any(pin is None for pin in q_pins):
             raise ProfileError(
@@ -433,18 +454,32 @@ class GpioSlicLine(LineDriver):
         self._rearm()
 
 
-def _inband_unavailable(source: str) -> InbandDtmfUnavailableError:
-    return InbandDtmfUnavailableError(
-        f'{source}: line.dtmf = "inband": in-band DTMF detection (keys decoded from '
-        "audio.capture) needs the [inband] extra and is not available yet; wire an MT8870 or "
-        'HT9170 decoder to StD/Q1-Q4 and set dtmf = "mt8870"'
-    )
+def _call_progress_hz(profile: Profile) -> tuple[float, ...]:
+    """The tone plan's frequencies: our own tones echoed on the capture are not keys."""
+    from gatewayd.tones import TonePlan
+
+    plan = TonePlan.from_mapping(profile.tones, str(profile.source), base=TonePlan.france())
+    return tuple(sorted({f for tone in plan.values() for f in tone.frequencies}))
 
 
-def _check_dtmf_source(slic: SlicSection, source: str) -> None:
-    """Refuse at construction a DTMF source this driver cannot serve yet."""
-    if slic.dtmf == "inband":
-        raise _inband_unavailable(source)
+def _check_dtmf_source(slic: SlicSection, source: str, capture_device: str) -> None:
+    """Refuse at construction an in-band set-up that cannot work, saying what to do."""
+    if slic.dtmf != "inband":
+        return
+    if not capture_device:
+        raise InbandDtmfUnavailableError(
+            f'{source}: audio.capture: dtmf = "inband" decodes keys from the line\'s audio; '
+            "name the ALSA capture device of the SLIC's sound card (arecord -L lists them)"
+        )
+    from gatewayd.dtmf import require_numpy
+
+    try:
+        require_numpy()
+    except GatewaydError as exc:
+        raise InbandDtmfUnavailableError(
+            f'{source}: line.dtmf = "inband": {exc}; or wire an MT8870/HT9170 decoder to '
+            'StD/Q1-Q4 and set dtmf = "mt8870"'
+        ) from exc
 
 
 # --- the fake line's outside world ---------------------------------------------------
