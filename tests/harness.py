@@ -71,6 +71,9 @@ class Phone:
         self.actions.extend(out)
         for action in out:
             self._carry_out(action)
+        # Like a real player: the whole batch is carried out before the prompt can end.
+        if self.auto_finish and self.playing is not None:
+            self.finish_prompt()
         return out
 
     def lift(self) -> None:
@@ -120,8 +123,6 @@ class Phone:
                 self.heard.extend(
                     p.prompt_id() if isinstance(p, SpokenDigit) else p for p in prompts
                 )
-                if self.auto_finish:
-                    self.finish_prompt()
             case PlayTone(name=name):
                 self.heard.append(f"tone:{name}")
             case StopAudio():
