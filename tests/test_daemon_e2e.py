@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -261,3 +262,58 @@ def test_a_key_during_a_prompt_cuts_it_within_three_periods(tapped) -> None:
     elapsed_periods = (stop["t"] - started["t"]) / 0.020
     assert played / PERIOD_BYTES <= elapsed_periods + 3 + 1  # +1: the event stamps' rounding
     assert os.path.getsize(tap) > 0
+
+
+# --- start-up, sockets and the sim line's timing ------------------------------------------
+
+
+def test_the_sim_profile_makes_its_own_pepper_and_private_sockets(daemon: DaemonProcess) -> None:
+    pepper = daemon.state_dir / "pepper"
+    assert pepper.stat().st_mode & 0o777 == 0o600 and len(pepper.read_bytes()) >= 16
+    assert "sim profile: created a pepper for this box at" in daemon.log_text()
+    for name in ("sim.sock", "ctl.sock"):
+        assert (daemon.runtime_dir / name).stat().st_mode & 0o777 == 0o660
+
+
+def test_keys_are_sent_in_real_time(daemon: DaemonProcess) -> None:
+    events = daemon.events()
+    assert daemon.sim("handset offhook") == "ok"
+    assert daemon.sim("handset press 3103") == "ok"
+    events.wait_for(lambda e: e["type"] == "menu" and e["state"] == "main_menu")
+    stamps = [e["t"] for e in events.of_type("key")]
+    assert len(stamps) == 4
+    # 80 ms tone + 80 ms gap per key: never faster than a handset can key.
+    assert all(b - a >= 0.155 for a, b in itertools.pairwise(stamps))
+
+
+def test_a_remote_call_rings_then_is_answered_per_the_profile(tmp_path: Path) -> None:
+    profile = make_profile(
+        tmp_path,
+        **{
+            "answer_after_rings = 2": "answer_after_rings = 3",
+            "ring_on_s = 1.5": "ring_on_s = 0.1",
+            "ring_off_s = 3.5": "ring_off_s = 0.1",
+        },
+    )
+    daemon = DaemonProcess(tmp_path, profile).start()
+    try:
+        events = daemon.events()
+        assert daemon.sim("remote call") == "ok"
+        start = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "start")
+        rings = [e for e in events.items[: events.index_of(start)] if e["type"] == "ring"]
+        assert len(rings) == 3
+        assert rings[2]["t"] - rings[0]["t"] >= 0.39  # two ring cycles of 0.2 s
+    finally:
+        daemon.stop()
+
+
+def test_an_unusable_audio_device_falls_back_to_null_on_the_sim_only(tmp_path: Path) -> None:
+    profile = make_profile(tmp_path, **{'playback = "null"': 'playback = "no_such_card"'})
+    daemon = DaemonProcess(tmp_path, profile).start()
+    try:
+        log = daemon.log_text()
+        assert "'no_such_card' cannot be used" in log and "'null' instead" in log
+        create_code(daemon, CODE)  # the service works, silently
+        assert json.loads(daemon.ctl("status --json"))["code_set"] is True
+    finally:
+        daemon.stop()
