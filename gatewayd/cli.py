@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "send one console command to the control socket (status, events, audit, reset)",
         "Send one console command to the daemon's control socket and print the answer.\n"
         "`events` streams until Ctrl-C.",
-        "commands: help, status [--json], events [--json], audit [N], reset --yes, version\n"
+        "commands: help, status [--json], events [--json], audit [N], reset --yes, version,\n"
+        "          line, profile, loglevel [LEVEL], ring [S], play ID, tone NAME, selftest\n"
         "examples: gatewayd ctl status; gatewayd ctl events --json",
         cmd_ctl,
     )
@@ -229,6 +230,47 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND...", help="the console command"
     )
+    selftest = add(
+        "selftest",
+        "check every part a profile names (serial port, GPIO, ALSA, prompts, state, pepper)",
+        "Check every part the profile names: the modem answers AT, each GPIO line can be\n"
+        "requested, the ALSA devices open at 8 kHz S16 mono, every prompt has a valid WAV, the\n"
+        "state file parses and the pepper is present. One line per check; exit 1 on a failure.\n"
+        "Run it with the daemon stopped.",
+        "Default profile: /etc/gatewayd/profile.toml (written by `gatewayd provision`), else sim.\n"
+        "example: gatewayd selftest --profile usr5637-modem",
+        cmd_selftest,
+    )
+    selftest.add_argument("--profile", metavar="NAME|PATH", help="the profile to check")
+    selftest.add_argument("--state-dir", metavar="DIR", help="where the box's state file lives")
+    selftest.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+
+    provision = add(
+        "provision",
+        "provision a box: its pepper, the technician code, the profile the unit runs",
+        "Create the box's pepper (mode 0600; never overwritten without --force), write the\n"
+        "chosen profile to /etc/gatewayd/profile.toml, and with --tech-code ask for the\n"
+        "technician code (4-8 digits, read from the terminal, never from the command line).",
+        "example: gatewayd provision --profile usr5637-modem --tech-code",
+        cmd_provision,
+    )
+    provision.add_argument(
+        "--profile", required=True, metavar="NAME|PATH", help="the board's profile"
+    )
+    provision.add_argument(
+        "--etc-dir", metavar="DIR", default=None, help="where to write (default: /etc/gatewayd)"
+    )
+    provision.add_argument("--state-dir", metavar="DIR", help="where the box's state file lives")
+    provision.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+    provision.add_argument(
+        "--tech-code", action="store_true", help="set the technician code (asked for, not echoed)"
+    )
+    provision.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing pepper (stored codes stop working)",
+    )
+
     dtmf = add(
         "dtmf",
         "decode DTMF keys in a recording of the line (field tool)",
@@ -242,6 +284,27 @@ def build_parser() -> argparse.ArgumentParser:
     dtmf.usage = "%(prog)s [-h] decode FILE [--raw] [--mask]"
     dtmf.add_argument("args", nargs=argparse.REMAINDER, metavar="decode FILE", help="what to do")
     return parser
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """``gatewayd selftest``: check the parts of a profile."""
+    from gatewayd.selftest import main as selftest_main
+
+    return selftest_main(args.profile, args.state_dir, args.runtime_dir)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    """``gatewayd provision``: pepper, technician code, profile."""
+    from gatewayd.provision import main as provision_main
+
+    return provision_main(
+        args.profile,
+        etc_dir=args.etc_dir,
+        state_dir=args.state_dir,
+        runtime_dir=args.runtime_dir,
+        tech_code=args.tech_code,
+        force=args.force,
+    )
 
 
 def cmd_dtmf(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ SIGINT and a fatal error all run :meth:`Daemon.close`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from gatewayd import __version__
 from gatewayd.audio import AlsaPlayer, AudioClip, AudioOutput, Clip, ToneClip
+from gatewayd.console import CommandError, Console, HandsetRinger, TechnicianAuth
 from gatewayd.control import ControlServer
 from gatewayd.errors import GatewaydError, PepperError
 from gatewayd.eventbus import EventBus
@@ -40,11 +42,14 @@ from gatewayd.events import (
 )
 from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
+from gatewayd.logsetup import current_level, set_level
 from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
 from gatewayd.profile import Profile, load_profile
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
-from gatewayd.tones import TonePlan
+from gatewayd.selftest import Check, live_checks
+from gatewayd.serial_console import SerialConsole
+from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
@@ -76,6 +81,8 @@ class Daemon:
         self._tones = TonePlan.france()
         self._line: LineDriver | None = None
         self._control: ControlServer | None = None
+        self._serial_console: SerialConsole | None = None
+        self._console_tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -114,6 +121,9 @@ class Daemon:
         )
         self._control = ControlServer(self.runtime_dir / "ctl.sock", self, self.bus)
         await self._control.start()
+        if profile.console is not None:
+            self._serial_console = self._make_serial_console(hasher)
+            await self._serial_console.start()
         LOGGER.info(
             "gatewayd %s ready: profile %s (%s), state %s, sockets in %s",
             __version__,
@@ -126,6 +136,19 @@ class Daemon:
         interval = watchdog_interval()
         if interval:
             self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
+
+    def _make_serial_console(self, hasher: CodeHasher) -> SerialConsole:
+        """The technician's console on ``[console]``; its login checks the technician code."""
+        assert self._store is not None and self.profile.console is not None
+        auth = TechnicianAuth(self._store, hasher, self._clock)
+        console = Console(self, "console", interactive=True, auth=auth, clock=self._clock)
+        return SerialConsole(
+            self.profile.console.port,
+            self.profile.console.baudrate,
+            console,
+            self.bus,
+            banner=f"gatewayd {__version__} technician console, board {self.profile.board.name}",
+        )
 
     def _pepper(self) -> bytes:
         path = resolve_pepper_path(self.profile, self.state_dir)
@@ -168,6 +191,10 @@ class Daemon:
         self._timers.clear()
         if self._player is not None:
             self._player.close()
+        for task in self._console_tasks:
+            task.cancel()
+        if self._serial_console is not None:
+            await self._serial_console.close()
         if self._control is not None:
             await self._control.close()
         if self._line is not None:
@@ -188,7 +215,7 @@ class Daemon:
     def _health_ok(self) -> bool:
         try:
             assert self._store is not None
-            self._store.mailbox()
+            self._store.check_readable()  # the file on disk, not a cache
         except Exception:
             LOGGER.exception("state file unreadable")
             return False
@@ -303,6 +330,104 @@ class Daemon:
         """The last audit records."""
         assert self._service is not None
         return self._service.audit_log(last)
+
+    def profile_summary(self) -> dict[str, Any]:
+        """The profile in use, for the console's ``profile``."""
+        profile = self.profile
+        line: dict[str, Any] = {"driver": profile.line.driver}
+        if profile.line.modem is not None:
+            line.update(port=profile.line.modem.port, family=profile.line.modem.family)
+        if profile.line.slic is not None:
+            slic = profile.line.slic
+            line.update(gpio=slic.gpio_backend, dtmf=slic.dtmf)
+        console = profile.console
+        return {
+            "profile": profile.name,
+            "file": str(profile.source),
+            "board": profile.board.name,
+            "line": line,
+            "audio": {"playback": profile.audio.playback, "capture": profile.audio.capture or "-"},
+            "console": f"{console.port} {console.baudrate} 8N1" if console else "none",
+            "language": profile.voicemail.language,
+            "access_number": profile.voicemail.access_number,
+            "state_dir": str(self.state_dir),
+            "runtime_dir": str(self.runtime_dir),
+            "log_level": current_level(),
+        }
+
+    def _refuse_during_remote_call(self) -> None:
+        assert self._ivr is not None
+        if self._ivr.party == "remote":
+            raise CommandError("a remote call is in progress; try again when it has ended")
+
+    def ring(self, seconds: float) -> None:
+        """Ring the handset (a SLIC line); CommandError on lines that cannot."""
+        assert self._ivr is not None
+        line: object = self._line
+        if not isinstance(line, HandsetRinger):
+            raise CommandError(
+                f"the {self.profile.line.driver} line cannot ring the handset (a SLIC line can)"
+            )
+        if self._ivr.handset_off_hook or self._ivr.party is not None:
+            raise CommandError("the line is busy (handset off-hook or a call in progress)")
+        line.ring(seconds)
+        self.bus.publish({"type": "ring", "origin": "console", "seconds": seconds})
+
+    def play_prompt(self, prompt_id: str) -> None:
+        """Play one prompt for the technician (replaces what plays now)."""
+        assert self._prompts is not None and self._player is not None
+        if prompt_id not in self._prompts.ids:
+            known = ", ".join(sorted(self._prompts.ids))
+            raise CommandError(f"unknown prompt id {prompt_id[:40]!r}; known ids: {known}")
+        self._refuse_during_remote_call()
+        self._player.play([Clip(prompt_id, self._prompts.pcm(prompt_id))])
+        self.bus.publish({"type": "prompt", "id": prompt_id, "origin": "console"})
+
+    def play_tone(self, name: str, seconds: float) -> None:
+        """Play a tone of the tone plan for ``seconds`` (built off the loop, then played)."""
+        assert self._loop is not None and self._player is not None
+        tone = self._tones.get(name)
+        if tone is None:
+            raise CommandError(f"unknown tone {name[:40]!r}; tones: {', '.join(self._tones)}")
+        self._refuse_during_remote_call()
+        periods = max(1, round(seconds * RATE / PERIOD_FRAMES))
+        player = self._player
+
+        def build() -> bytes:
+            return b"".join(itertools.islice(tone_periods(tone), periods))
+
+        async def play() -> None:
+            assert self._loop is not None
+            try:
+                pcm = await self._loop.run_in_executor(None, build)
+                player.play([Clip(f"tone_{name}", pcm)])
+            except Exception:
+                LOGGER.exception("console: could not play tone %s", name)
+                return
+            self.bus.publish({"type": "tone", "name": name, "origin": "console"})
+
+        task = self._loop.create_task(play())
+        self._console_tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._console_tasks.discard)
+
+    def self_check(self) -> list[Check]:
+        """The console's ``selftest`` of the running box."""
+        assert self._store is not None and self._line is not None
+        return live_checks(
+            self.profile,
+            self._store,
+            resolve_pepper_path(self.profile, self.state_dir),
+            self._line.status(),
+            lambda: self._player is not None,
+        )
+
+    def log_level(self) -> str:
+        """The current log level."""
+        return current_level()
+
+    def set_log_level(self, level: str) -> None:
+        """Change the log level (the console's ``loglevel LEVEL``)."""
+        set_level(level)
 
 
 async def _main(daemon: Daemon) -> int:

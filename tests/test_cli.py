@@ -452,3 +452,30 @@ def test_ready_listener_gives_up_when_the_daemon_exits(runtime_dir: Path) -> Non
 def test_ready_listener_times_out_without_ready(runtime_dir: Path) -> None:
     with ReadyListener(runtime_dir / "notify.sock") as ready:
         assert ready.wait(0.05) is False
+
+
+def test_selftest_and_provision_are_subcommands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def gatewayd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gatewayd", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    ok = gatewayd("selftest", "--profile", "sim", "--state-dir", str(tmp_path / "state"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "selftest: all" in ok.stdout
+    broken = tmp_path / "state2"
+    broken.mkdir()
+    (broken / "gatewayd.json").write_text('{"mailbox": {"1": {"fail')
+    bad = gatewayd("selftest", "--profile", "sim", "--state-dir", str(broken))
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "gatewayd.json" in bad.stdout
+    help_text = gatewayd("provision", "--help")
+    assert help_text.returncode == 0 and "--tech-code" in help_text.stdout
+    assert "selftest" in gatewayd("--help").stdout and "provision" in gatewayd("--help").stdout

@@ -192,7 +192,10 @@ def find_in_order(tap: bytes, clips: list[bytes]) -> list[int]:
     for clip in clips:
         at = tap.find(clip, pos)
         assert at >= 0, f"clip {len(offsets)} not found after byte {pos}"
-        assert not tap[pos:at].strip(b"\0"), f"non-silent bytes before clip {len(offsets)}"
+        # Only silence between our clips (before the first: the tail of the previous call,
+        # which ALSA's file plugin may write late).
+        if offsets:
+            assert not tap[pos:at].strip(b"\0"), f"non-silent bytes before clip {len(offsets)}"
         offsets.append(at)
         pos = at + len(clip)
     return offsets

@@ -331,6 +331,11 @@ class Store:
                 f"{self.path}: malformed mailbox document ({exc}). {_FIX_HINT}"
             ) from None
 
+    def check_readable(self) -> None:
+        """Read and validate the file itself (not TinyDB's caches): for health checks."""
+        self._storage.read()
+        self.mailbox()
+
     def update_mailbox(self, **fields: Any) -> None:
         """Update mailbox fields in one TinyDB call (one atomic file replacement)."""
         doc: dict[str, Any] = {}

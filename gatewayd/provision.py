@@ -1,0 +1,231 @@
+"""``gatewayd provision``: make a flashed box ready for ``systemctl enable --now gatewayd``.
+
+1. Creates the box's pepper, ``/etc/gatewayd/pepper`` (mode 0600, random, never
+   overwritten without ``--force``): the unit hands it to the daemon as the
+   systemd credential ``gatewayd-pepper`` (``LoadCredential=``). It lives outside
+   the state directory, so a copied state file alone does not give the codes away.
+2. Writes the chosen profile to ``/etc/gatewayd/profile.toml``, where the unit's
+   ``ExecStart=`` looks, with ``storage.pepper_file`` pointing at that pepper (so
+   ``gatewayd selftest`` run by hand finds it too).
+3. With ``--tech-code``: reads the technician code (4-8 digits) from a prompt
+   that does not echo it, twice, or one line of standard input when that is not
+   a terminal -- never from the command line, which ``ps`` shows to everyone --
+   and stores its hash in the state file (``/var/lib/gatewayd/gatewayd.json``).
+
+Run it as root with the daemon stopped.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from gatewayd.console import TechnicianAuth, technician_code_problem
+from gatewayd.errors import GatewaydError, ProfileError
+from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
+from gatewayd.profile import Profile, load_profile
+from gatewayd.selftest import STATE_FILE, daemon_running
+from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
+from gatewayd.voicemail.store import Store, fsync_dir
+
+LOGGER = logging.getLogger(__name__)
+
+#: Where the unit (systemd/gatewayd.service) expects the profile and the pepper.
+DEFAULT_ETC_DIR = Path("/etc/gatewayd")
+PROFILE_FILE = "profile.toml"
+PEPPER_FILE = "pepper"
+#: Exit codes: done; something could not be done; bad arguments (profile, code).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_HEADER = "# Provisioned by `gatewayd provision`"
+_ORIGIN_RE = re.compile(re.escape(_HEADER) + r" from (.+); storage\.pepper_file names its pepper\.")
+_TABLE_RE = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?")
+_PEPPER_KEY_RE = re.compile(r"\s*pepper_file\s*=")
+
+
+class ProvisionError(GatewaydError, RuntimeError):
+    """Provisioning cannot go on; the message says what to do."""
+
+
+def read_technician_code(stdin: TextIO) -> str:
+    """The technician code: asked twice without echo on a terminal, else one line of stdin."""
+    if stdin.isatty():
+        code = getpass.getpass("technician code (4-8 digits, not echoed): ")
+        problem = technician_code_problem(code)
+        if problem is not None:
+            raise ProvisionError(f"technician code refused: {problem}")
+        if getpass.getpass("the same code again: ") != code:
+            raise ProvisionError("the two codes differ; nothing was changed")
+        return code
+    code = stdin.readline().strip()
+    problem = technician_code_problem(code)
+    if problem is not None:
+        raise ProvisionError(f"technician code refused: {problem} (read from standard input)")
+    return code
+
+
+def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
+    """The profile ``text`` with ``[storage] pepper_file`` set to ``pepper``, and a header.
+
+    Re-provisioning from an already provisioned file keeps the origin its header names.
+    """
+    value = f"pepper_file = {json.dumps(str(pepper))}"
+    lines = text.splitlines()
+    origin = _ORIGIN_RE.match(lines[0]) if lines else None
+    if origin is not None:
+        lines, source = lines[1:], Path(origin.group(1))
+    out: list[str] = [f"{_HEADER} from {source}; storage.pepper_file names its pepper."]
+    in_storage = done = False
+    for line in lines:
+        table = _TABLE_RE.fullmatch(line)
+        if table is not None:
+            if in_storage and not done:
+                out.append(value)
+                done = True
+            in_storage = table.group(1) == "storage"
+        elif in_storage and _PEPPER_KEY_RE.match(line):
+            if not done:
+                out.append(value)
+                done = True
+            continue
+        out.append(line)
+    if not done:
+        out.extend([value] if in_storage else ["", "[storage]", value])
+    return "\n".join(out) + "\n"
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def provision_pepper(path: Path, force: bool) -> tuple[bytes, str]:
+    """The box's pepper at ``path``: created, kept, or (``force``) replaced; and what happened."""
+    if path.exists() and not force:
+        return load_pepper(path), "kept (it exists; --force replaces it)"
+    if not path.exists():
+        return create_pepper(path), "created (mode 0600)"
+    fresh = path.with_name(f".{path.name}.new-{os.getpid()}")
+    fresh.unlink(missing_ok=True)
+    create_pepper(fresh)
+    os.replace(fresh, path)
+    fsync_dir(path.parent)
+    return load_pepper(path), "REPLACED (--force)"
+
+
+def write_profile(loaded: Profile, target: Path, pepper: Path) -> str:
+    """Write ``loaded``'s file to ``target`` with its pepper path; keep a different old one."""
+    text = with_pepper_file(loaded.source.read_text(encoding="utf-8"), pepper, loaded.source)
+    note = "written"
+    if target.exists():
+        old = target.read_text(encoding="utf-8", errors="replace")
+        if old == text:
+            return "unchanged"
+        if loaded.source.resolve() != target.resolve():
+            backup = target.with_name(target.name + ".old")
+            _write_atomically(backup, old.encode("utf-8"), 0o644)
+            note = f"written (the previous one is kept as {backup})"
+    _write_atomically(target, text.encode("utf-8"), 0o644)
+    written = load_profile(target)  # what the daemon will read must load, and find the pepper
+    if Path(written.storage.pepper_file) != pepper:
+        raise ProvisionError(f"{target}: storage.pepper_file did not come out as {pepper}")
+    return note
+
+
+def set_technician_code(loaded: Profile, state_dir: Path, pepper: bytes, code: str) -> Path:
+    """Hash ``code`` with the pepper and the profile's scrypt cost into the state file."""
+    policy = loaded.voicemail.policy
+    hasher = CodeHasher(pepper, n=policy.scrypt_n, r=policy.scrypt_r, p=policy.scrypt_p)
+    if not state_dir.exists():
+        state_dir.mkdir(mode=0o700, parents=True)
+    path = state_dir / STATE_FILE
+    with Store(path) as store:
+        TechnicianAuth(store, hasher, time.monotonic).set_code(code, "provision")
+    if os.geteuid() == 0:
+        # The state file was just written by root: give it to the state dir's owner (the
+        # service user, once systemd made the directory), or the daemon could not read it.
+        owner = state_dir.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
+    return path
+
+
+def main(
+    profile: str,
+    *,
+    etc_dir: str | None = None,
+    state_dir: str | None = None,
+    runtime_dir: str | None = None,
+    tech_code: bool = False,
+    force: bool = False,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """``gatewayd provision``: pepper, profile, and (``tech_code``) the technician code."""
+    stream = out or sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    try:
+        loaded = load_profile(profile)
+    except ProfileError as exc:
+        say(f"gatewayd provision: {exc}")
+        return EXIT_USAGE
+    if daemon_running(resolve_runtime_dir(runtime_dir)):
+        say("gatewayd provision: gatewayd is running; stop it first (systemctl stop gatewayd)")
+        return EXIT_FAILED
+    etc = Path(etc_dir) if etc_dir else DEFAULT_ETC_DIR
+    pepper_path = (etc / PEPPER_FILE).absolute()
+    target = (etc / PROFILE_FILE).absolute()
+    try:
+        # Ask for the code first: a typo then stops everything before anything is written.
+        code = read_technician_code(stdin or sys.stdin) if tech_code else None
+    except ProvisionError as exc:
+        say(f"gatewayd provision: {exc}")
+        return EXIT_USAGE
+    try:
+        etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+        pepper, pepper_note = provision_pepper(pepper_path, force)
+        say(f"pepper {pepper_path}: {pepper_note}")
+        profile_note = write_profile(loaded, target, pepper_path)
+        say(f"profile {target}: {profile_note} (from {loaded.source})")
+        written = load_profile(target)
+        states = resolve_state_dir(state_dir, written)
+        if code is not None:
+            path = set_technician_code(written, states, pepper, code)
+            say(f"technician code: set (hashed in {path})")
+        elif force and "REPLACED" in pepper_note and (states / STATE_FILE).exists():
+            say(
+                "warning: codes stored before were hashed with the old pepper and no longer "
+                "verify: set the technician code again (--tech-code) and reset the subscriber's "
+                "code (console `reset`)"
+            )
+        if resolve_pepper_path(written, states) != pepper_path:
+            say(f"note: $CREDENTIALS_DIRECTORY overrides {pepper_path} in this environment")
+    except PermissionError as exc:
+        say(f"gatewayd provision: {exc}; run it as root (sudo gatewayd provision ...)")
+        return EXIT_FAILED
+    except (GatewaydError, OSError) as exc:
+        say(f"gatewayd provision: {exc}")
+        return EXIT_FAILED
+    say(
+        f"next: gatewayd selftest --profile {target}, then systemctl enable --now gatewayd "
+        "(the unit reads this profile and this pepper)"
+    )
+    return EXIT_OK
