@@ -15,36 +15,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
+import time
 from pathlib import Path
-from typing import Any
 
 from gatewayd.console import Console, Reply, ServiceView, Stream, format_event
 from gatewayd.errors import GatewaydError
 from gatewayd.eventbus import EventBus
+from gatewayd.unixsock import UnixSocketServer, refuse_long_line
 
 LOGGER = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 #: A client has this long to send its command line.
 COMMAND_TIMEOUT_S = 10.0
-SOCKET_MODE = 0o660
-#: After an over-long line, at most this much more input is read (and dropped) before closing.
-DISCARD_MAX_BYTES = 4 * 1024 * 1024
-DISCARD_TIMEOUT_S = 2.0
-
-
-async def discard_input(reader: asyncio.StreamReader) -> None:
-    """Swallow what a misbehaving client is still sending (bounded), so it can read our error.
-
-    Closing a unix socket with unread input resets the connection, and the client
-    would lose the answer.
-    """
-    budget = DISCARD_MAX_BYTES
-    with contextlib.suppress(TimeoutError, ConnectionError):
-        async with asyncio.timeout(DISCARD_TIMEOUT_S):
-            while budget > 0 and (chunk := await reader.read(65536)):
-                budget -= len(chunk)
 
 
 class ControlServer:
@@ -54,42 +37,17 @@ class ControlServer:
         self.path = path
         self._service = service
         self._bus = bus
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._socket = UnixSocketServer(
+            path, self._one_command, max_line=MAX_LINE, what="control socket"
+        )
 
     async def start(self) -> None:
         """Bind the socket (replacing a stale one) and accept clients."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE
-        )
-        os.chmod(self.path, SOCKET_MODE)
-        LOGGER.info("control socket listening on %s", self.path)
+        await self._socket.start()
 
     async def close(self) -> None:
         """Stop accepting, end client streams, remove the socket; safe to call twice."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for task in list(self._clients):
-            task.cancel()
-        self.path.unlink(missing_ok=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-        try:
-            await self._one_command(reader, writer)
-        except (ConnectionError, asyncio.CancelledError, TimeoutError):
-            pass
-        except Exception:
-            LOGGER.exception("control client failed")
-        finally:
-            if task is not None:
-                self._clients.discard(task)
-            writer.close()
+        await self._socket.close()
 
     async def _one_command(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -99,9 +57,7 @@ class ControlServer:
         except asyncio.IncompleteReadError as exc:
             raw = exc.partial  # a command without its newline, then EOF: still a command
         except asyncio.LimitOverrunError:
-            writer.write(f"error line too long (max {MAX_LINE} bytes)\n".encode())
-            await writer.drain()
-            await discard_input(reader)
+            await refuse_long_line(reader, writer, MAX_LINE)
             return
         line = raw.decode("utf-8", errors="replace").strip()
         try:
@@ -119,6 +75,12 @@ class ControlServer:
         self, stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         sub = self._bus.subscribe()
+        # First line: the stream is live, so a client knows no later event can be missed.
+        hello = {"type": "subscribed", "t": round(time.monotonic(), 3)}
+        writer.write(
+            ((json.dumps(hello) if stream.as_json else format_event(hello)) + "\n").encode()
+        )
+        await writer.drain()
         # The client never speaks again: its EOF (or anything it sends) ends the stream.
         gone = asyncio.ensure_future(reader.read(1))
         try:

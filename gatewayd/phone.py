@@ -135,7 +135,9 @@ def format_event(event: Mapping[str, Any], catalogue: PromptCatalogue | None) ->
             return "  box says: •"
         text = catalogue.text(prompt_id) if catalogue is not None else f"[{prompt_id}]"
         return f"  box says: « {text} »"
-    if kind in ("prompt_end", "stop") or (kind == "tone" and event.get("name") is None):
+    if kind in ("prompt_end", "stop", "subscribed") or (
+        kind == "tone" and event.get("name") is None
+    ):
         # Audio ended or was cut by a key: every key would be followed by such a line.
         return None
     if kind == "tone":

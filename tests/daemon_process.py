@@ -52,6 +52,8 @@ class Events:
         self._sock.sendall(b"events --json\n")
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        # Live once the daemon says so: no event after this point can be missed.
+        self.wait_for(lambda e: e["type"] == "subscribed")
 
     def _read(self) -> None:
         with self._sock.makefile("r", encoding="utf-8") as lines:

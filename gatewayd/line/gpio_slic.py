@@ -26,17 +26,14 @@ one command per line, each answered ``ok``, ``error <reason>`` or a value::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatewayd.control import discard_input
 from gatewayd.errors import DeviceError, GatewaydError, ProfileError
 from gatewayd.events import DTMF_KEYS, Digit, Flash, LineEvent, LineFault, OffHook, OnHook
 from gatewayd.gpio import GpioBackend, GpioError, open_backend
@@ -45,6 +42,7 @@ from gatewayd.line.base import EventSink, LineDriver
 from gatewayd.line.hook import SHK_DEBOUNCE_MS, HookClassifier, TimedEvent
 from gatewayd.line.mt8870 import Q_CODES, Mt8870Reader
 from gatewayd.line.ringer import Ringer
+from gatewayd.unixsock import UnixSocketServer, line_commands
 
 if TYPE_CHECKING:
     from gatewayd.profile import Profile, SlicSection
@@ -56,7 +54,6 @@ NS_PER_MS = 1_000_000
 
 #: The fake-GPIO control socket in the runtime dir (``gpio_backend = "fake"`` only).
 GPIO_SOCKET = "gpio.sock"
-SOCKET_MODE = 0o660
 #: Longest command line accepted on gpio.sock; a longer one is answered with an error.
 MAX_LINE = 1024
 #: Longest KEYS of one ``press`` or ``dial`` (a handset could not send more in one go).
@@ -145,7 +142,7 @@ class GpioSlicLine(LineDriver):
         self._ring_until: float | None = None
         self._last_event = "none"
         self._handset: FakeHandset | None = None
-        self._server: _GpioSocketServer | None = None
+        self._server: UnixSocketServer | None = None
 
     @classmethod
     def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> GpioSlicLine:
@@ -232,7 +229,12 @@ class GpioSlicLine(LineDriver):
                 if not isinstance(self._gpio, FakeGpio):
                     raise SlicLineError("gpio.sock needs the fake GPIO backend")
                 self._handset = FakeHandset(self._gpio, loop, self.slic)
-                self._server = _GpioSocketServer(self._handset, self._fake_socket)
+                self._server = UnixSocketServer(
+                    self._fake_socket,
+                    line_commands(self._handset.command, MAX_LINE),
+                    max_line=MAX_LINE,
+                    what="fake GPIO handset (gpio.sock)",
+                )
                 await self._server.start()
         except BaseException:
             await self._release()
@@ -736,60 +738,3 @@ def _entry(entry: HistoryEntry) -> dict[str, Any]:
         "level": int(entry.level),
         "dir": entry.direction,
     }
-
-
-class _GpioSocketServer:
-    """Serves :meth:`FakeHandset.command` on a unix socket, one command per line."""
-
-    def __init__(self, handset: FakeHandset, path: Path) -> None:
-        self.path = path
-        self._handset = handset
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE
-        )
-        os.chmod(self.path, SOCKET_MODE)
-        LOGGER.info("fake GPIO: the handset is played through %s", self.path)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for task in list(self._clients):
-            task.cancel()
-        self.path.unlink(missing_ok=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-        try:
-            while True:
-                try:
-                    raw = await reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial.strip():
-                        return
-                    raw = exc.partial
-                except asyncio.LimitOverrunError:
-                    writer.write(f"error line too long (max {MAX_LINE} bytes)\n".encode())
-                    await writer.drain()
-                    await discard_input(reader)
-                    return
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line:
-                    continue
-                writer.write((await self._handset.command(line) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            if task is not None:
-                self._clients.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()

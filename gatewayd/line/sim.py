@@ -15,13 +15,10 @@ number of rings; it answers ``ok`` once the call is answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatewayd.control import discard_input
 from gatewayd.events import (
     DTMF_KEYS,
     Digit,
@@ -34,6 +31,7 @@ from gatewayd.events import (
     Ring,
 )
 from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.unixsock import UnixSocketServer, line_commands
 
 if TYPE_CHECKING:
     from gatewayd.profile import Profile
@@ -46,7 +44,6 @@ KEY_GAP_S = 0.080
 MAX_LINE = 1024
 #: Longest KEYS argument of one ``press`` (a handset could not send more in one go).
 MAX_KEYS = 64
-SOCKET_MODE = 0o660
 
 
 class SimLine(LineDriver):
@@ -68,12 +65,13 @@ class SimLine(LineDriver):
         self._answer_after_rings = answer_after_rings
         self._ring_on_s = ring_on_s
         self._ring_off_s = ring_off_s
-        self._server: asyncio.AbstractServer | None = None
+        self._socket = UnixSocketServer(
+            socket_path, line_commands(self._command, MAX_LINE), max_line=MAX_LINE, what="sim line"
+        )
         self._handset_off = False
         self._remote_state = "idle"  # idle | ringing | connected
         self._ring_task: asyncio.Task[None] | None = None
         self._key_locks: dict[Party, asyncio.Lock] = {}
-        self._clients: set[asyncio.Task[Any]] = set()
         self._last_keys = ""
 
     @classmethod
@@ -89,24 +87,12 @@ class SimLine(LineDriver):
         )
 
     async def _start(self) -> None:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        self.socket_path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.socket_path), limit=MAX_LINE
-        )
-        os.chmod(self.socket_path, SOCKET_MODE)
-        LOGGER.info("sim line listening on %s", self.socket_path)
+        await self._socket.start()
 
     async def _close(self) -> None:
         if self._ring_task:
             self._ring_task.cancel()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-        for task in list(self._clients):
-            task.cancel()
-        self.socket_path.unlink(missing_ok=True)
+        await self._socket.close()
 
     def hang_up(self) -> None:
         """The box hangs up the remote caller."""
@@ -123,36 +109,6 @@ class SimLine(LineDriver):
         }
 
     # --- the socket ----------------------------------------------------------------
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-        try:
-            while True:
-                try:
-                    raw = await reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial.strip():
-                        return
-                    raw = exc.partial
-                except asyncio.LimitOverrunError:
-                    writer.write(f"error line too long (max {MAX_LINE} bytes)\n".encode())
-                    await writer.drain()
-                    await discard_input(reader)
-                    return
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line:
-                    continue
-                answer = await self._command(line)
-                writer.write((answer + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            if task is not None:
-                self._clients.discard(task)
-            writer.close()
 
     async def _command(self, line: str) -> str:
         words = line.split()
