@@ -30,6 +30,7 @@ import serial
 from gatewayd.console import Console, Reply, Stream, format_event
 from gatewayd.errors import DeviceError, GatewaydError
 from gatewayd.eventbus import EventBus, Subscription
+from gatewayd.outqueue import OutputQueue
 
 LOGGER = logging.getLogger(__name__)
 
@@ -185,7 +186,10 @@ class SerialConsole:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serial: Any = None  # serial.Serial while open
         self._fd = -1
-        self._outbox = bytearray()
+        self._outbox = OutputQueue(
+            on_error=lambda error: self._fault(f"write failed: {error}"),
+            on_empty=self._report_dropped_output,
+        )
         self._dropped_output = False
         self._reopen: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -217,7 +221,7 @@ class SerialConsole:
         self._stop_stream(announce=False)
         if self._serial is not None:
             with contextlib.suppress(OSError):
-                os.write(self._fd, self._outbox[:4096] + b"\r\ngatewayd stopping.\r\n")
+                os.write(self._fd, self._outbox.peek(4096) + b"\r\ngatewayd stopping.\r\n")
         self._close_port()
 
     def _try_open(self, delay: float) -> None:
@@ -260,7 +264,7 @@ class SerialConsole:
             ) from exc
         self._serial = port
         self._fd = port.fileno()
-        self._outbox.clear()
+        self._outbox.attach(self._loop, self._fd)
         self._editor.reset()
         self._loop.add_reader(self._fd, self._on_readable)
 
@@ -270,9 +274,8 @@ class SerialConsole:
             return
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        self._outbox.detach()
         self._fd = -1
-        self._outbox.clear()
         with contextlib.suppress(Exception):  # a vanished adapter may fail to close cleanly
             port.close()
 
@@ -407,25 +410,12 @@ class SerialConsole:
         if len(self._outbox) + len(data) > MAX_OUTBOX_BYTES:
             self._dropped_output = True  # the terminal does not read: drop, say so later
             return
-        self._outbox += data
-        self._drain()
-
-    def _drain(self) -> None:
-        assert self._loop is not None
-        if self._serial is None:
-            return
         try:
-            written = os.write(self._fd, self._outbox)
-        except BlockingIOError:
-            written = 0
+            self._outbox.write(data)
         except OSError as exc:
             self._fault(f"write failed: {exc}")
-            return
-        del self._outbox[:written]
-        if not self._outbox and self._dropped_output:
+
+    def _report_dropped_output(self) -> None:
+        if self._dropped_output:  # the terminal caught up: say that some output was lost
             self._dropped_output = False
-            self._outbox += b"\r\n[output dropped: the terminal did not keep up]\r\n"
-        if self._outbox:
-            self._loop.add_writer(self._fd, self._drain)
-        else:
-            self._loop.remove_writer(self._fd)
+            self._outbox.extend(b"\r\n[output dropped: the terminal did not keep up]\r\n")

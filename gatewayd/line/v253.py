@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -71,6 +70,7 @@ from gatewayd.line.at import (
     get_family,
 )
 from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.outqueue import OutputQueue
 from gatewayd.tones import tone_periods
 
 if TYPE_CHECKING:
@@ -166,7 +166,10 @@ class V253ModemLine(LineDriver):
         self._decoder = dle.DleDecoder()
         self._reader = AtResponseReader()
         self._io_lock = asyncio.Lock()
-        self._outbox = bytearray()  # bytes the port did not take yet (a full tty buffer)
+        # Bytes the port did not take yet (a full tty buffer).
+        self._outbox = OutputQueue(
+            on_error=lambda error: self._fault(f"writing to the port failed ({error})")
+        )
         self._final: asyncio.Future[AtLine] | None = None
         self._info_lines: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()  # every background task
@@ -311,7 +314,7 @@ class V253ModemLine(LineDriver):
             ) from error
         self._serial = port
         self._fd = port.fileno()
-        self._outbox.clear()
+        self._outbox.attach(self._loop, self._fd)
         self._decoder.reset()
         self._reader.reset()
         self._line_off_hook = False
@@ -325,9 +328,8 @@ class V253ModemLine(LineDriver):
             return
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        self._outbox.detach()
         self._fd = -1
-        self._outbox.clear()
         with contextlib.suppress(Exception):  # a vanished device may fail to close cleanly
             port.close()
         self._line_off_hook = False
@@ -469,30 +471,11 @@ class V253ModemLine(LineDriver):
         if len(self._outbox) + len(data) > MAX_OUTBOX_BYTES:
             self._fault(f"the modem takes no more data ({len(self._outbox)} bytes waiting)")
             raise ModemLostError(f"modem on {self.port} takes no more data")
-        self._outbox += data
-        self._drain()
-
-    def _drain(self) -> None:
-        """Write as much of the outbox as the port takes; wait for the fd to be writable."""
-        assert self._loop is not None
-        if self._serial is None:
-            raise ModemLostError(f"modem on {self.port} is not connected")
         try:
-            written = os.write(self._fd, self._outbox)
-        except BlockingIOError:
-            written = 0
+            self._outbox.write(data)
         except OSError as error:
             self._fault(f"writing to the port failed ({error})")
             raise ModemLostError(f"modem on {self.port}: write failed ({error})") from error
-        del self._outbox[:written]
-        if self._outbox:
-            self._loop.add_writer(self._fd, self._on_writable)
-        else:
-            self._loop.remove_writer(self._fd)
-
-    def _on_writable(self) -> None:
-        with contextlib.suppress(ModemLostError):  # _drain already reported the fault
-            self._drain()
 
     def _flush_output(self) -> None:
         """Drop what is queued for the modem, ours and the OS's (barge-in)."""
