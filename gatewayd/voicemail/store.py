@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,21 @@ _EMPTY_MAILBOX: dict[str, Any] = {
 }
 
 
+def _secret_and_failures(doc: Mapping[str, Any]) -> tuple[bytes | None, bytes | None, int]:
+    """A document's hash, salt and failure counter, checked; ValueError/KeyError if malformed."""
+    code_hash, salt, failures = doc["code_hash"], doc["salt"], doc["failures"]
+    if (code_hash is None) != (salt is None):
+        raise ValueError("hash and salt must be set together")
+    if not (isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0):
+        raise ValueError(f"failures={failures!r}")
+    if code_hash is None:
+        return None, None, failures
+    hash_bytes, salt_bytes = bytes.fromhex(code_hash), bytes.fromhex(salt)
+    if len(hash_bytes) != HASH_BYTES or len(salt_bytes) != SALT_BYTES:
+        raise ValueError("hash or salt of the wrong length")
+    return hash_bytes, salt_bytes, failures
+
+
 class Store:
     """The voicemail state file: one mailbox document, an audit table and a schema version."""
 
@@ -306,26 +321,11 @@ class Store:
             )
         doc = docs[0]
         try:
-            code_hash, salt = doc["code_hash"], doc["salt"]
-            failures, locked, protection = doc["failures"], doc["locked"], doc["protection"]
-            if (code_hash is None) != (salt is None):
-                raise ValueError("hash and salt must be set together")
-            if code_hash is not None and (
-                len(bytes.fromhex(code_hash)) != HASH_BYTES
-                or len(bytes.fromhex(salt)) != SALT_BYTES
-            ):
-                raise ValueError("hash or salt of the wrong length")
-            if not (isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0):
-                raise ValueError(f"failures={failures!r}")
+            code_hash, salt, failures = _secret_and_failures(doc)
+            locked, protection = doc["locked"], doc["protection"]
             if not (isinstance(locked, bool) and isinstance(protection, bool)):
                 raise ValueError("locked/protection must be booleans")
-            return Mailbox(
-                code_hash=bytes.fromhex(code_hash) if code_hash is not None else None,
-                salt=bytes.fromhex(salt) if salt is not None else None,
-                failures=failures,
-                locked=locked,
-                protection=protection,
-            )
+            return Mailbox(code_hash, salt, failures, locked, protection)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(
                 f"{self.path}: malformed mailbox document ({exc}). {_FIX_HINT}"
@@ -357,21 +357,7 @@ class Store:
             )
         doc = docs[0]
         try:
-            code_hash, salt, failures = doc["code_hash"], doc["salt"], doc["failures"]
-            if (code_hash is None) != (salt is None):
-                raise ValueError("hash and salt must be set together")
-            if code_hash is not None and (
-                len(bytes.fromhex(code_hash)) != HASH_BYTES
-                or len(bytes.fromhex(salt)) != SALT_BYTES
-            ):
-                raise ValueError("hash or salt of the wrong length")
-            if not (isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0):
-                raise ValueError(f"failures={failures!r}")
-            return Technician(
-                code_hash=bytes.fromhex(code_hash) if code_hash is not None else None,
-                salt=bytes.fromhex(salt) if salt is not None else None,
-                failures=failures,
-            )
+            return Technician(*_secret_and_failures(doc))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(
                 f"{self.path}: malformed technician document ({exc}). Set the technician "
