@@ -40,7 +40,8 @@ from gatewayd.line.dle import (
     RingEvent,
     dle_encode,
 )
-from gatewayd.line.modem_sim import TRACE, ModemSimulator, SimulatorUsageError
+from gatewayd.line.modem_sim import ModemSimulator, SimulatorUsageError
+from gatewayd.logsetup import TRACE
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = ROOT / "audio" / "fr" / "code_enter_new.wav"

@@ -44,10 +44,9 @@ from typing import Literal
 from gatewayd.errors import DeviceError, GatewaydError
 from gatewayd.line.at import FAMILIES, ModemFamily, get_family
 from gatewayd.line.dle import CAN, DLE, DTMF_END_CODES, DTMF_KEYS, ETX, redact_dtmf
+from gatewayd.logsetup import TRACE
 
 LOGGER = logging.getLogger(__name__)
-#: Log level of raw serial bytes (below DEBUG, as zigpy-znp does).
-TRACE = 5
 
 #: Longest command line a modem takes (longer ones answer ERROR).
 MAX_COMMAND_LINE = 256

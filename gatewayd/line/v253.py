@@ -70,6 +70,7 @@ from gatewayd.line.at import (
     get_family,
 )
 from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.logsetup import TRACE
 from gatewayd.outqueue import OutputQueue
 from gatewayd.tones import tone_periods
 
@@ -78,8 +79,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-#: Log level of raw serial bytes (below DEBUG; the same level as the modem simulator's).
-TRACE = 5
 #: Bytes asked of one read; a read returns what the port holds, up to this.
 READ_CHUNK = 4096
 #: First wait before reopening a lost modem; doubled after each failed try ...
