@@ -271,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing pepper (stored codes stop working)",
     )
 
+    menu = add(
+        "menu",
+        "print the call flow of 3103 (menus, keys, conditions) with a profile's keys",
+        "Print the whole call-flow tree from the tables the service runs, with the keys of the\n"
+        "profile ([voicemail.keys]): every menu, what it says, each key and where it leads.",
+        "example: gatewayd menu --format mermaid > flow.mmd; gatewayd menu --format dot | "
+        "dot -Tsvg > flow.svg",
+        cmd_menu,
+    )
+    menu.add_argument("--profile", metavar="NAME|PATH", default="sim", help="default: sim")
+    menu.add_argument(
+        "--format", choices=("text", "dot", "mermaid"), default="text", help="default: text"
+    )
+
     dtmf = add(
         "dtmf",
         "decode DTMF keys in a recording of the line (field tool)",
@@ -305,6 +319,19 @@ def cmd_provision(args: argparse.Namespace) -> int:
         tech_code=args.tech_code,
         force=args.force,
     )
+
+
+def cmd_menu(args: argparse.Namespace) -> int:
+    """``gatewayd menu``: the declared call flow with the profile's keys."""
+    from gatewayd.profile import load_profile
+    from gatewayd.voicemail.flowchart import render
+
+    try:
+        profile = load_profile(args.profile)
+    except GatewaydError as exc:
+        return _fail("menu", exc, EXIT_USAGE)
+    print(render(profile.voicemail.keys, args.format, f"profile {profile.name}"), end="")
+    return EXIT_OK
 
 
 def cmd_dtmf(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from gatewayd.eventbus import EventBus
 from gatewayd.events import (
     Action,
     CancelTimer,
+    ComposedPrompt,
     Digit,
     Hangup,
     LineEvent,
@@ -34,8 +35,8 @@ from gatewayd.events import (
     Play,
     PlaybackDone,
     PlayTone,
+    PromptRef,
     Ring,
-    SpokenDigit,
     StartTimer,
     StopAudio,
     TimerExpired,
@@ -58,10 +59,6 @@ from gatewayd.voicemail.store import Store
 LOGGER = logging.getLogger(__name__)
 
 STATE_FILE = "gatewayd.json"
-
-
-def _prompt_name(ref: str | SpokenDigit) -> str:
-    return str(ref)  # a SpokenDigit shows as "digit_masked"
 
 
 class Daemon:
@@ -113,7 +110,9 @@ class Daemon:
         self._tones = TonePlan.from_mapping(
             profile.tones, str(profile.source), base=TonePlan.france()
         )
-        self._prompts = PromptCatalogue.load(default_audio_dir(), voicemail.language)
+        self._prompts = PromptCatalogue.load(
+            default_audio_dir(), voicemail.language, voicemail.keys
+        )
         self._line = open_line(profile, self.feed, self.runtime_dir)
         await self._line.start()
         self._player = self._line.audio_output() or AlsaPlayer.open_with_fallback(
@@ -248,19 +247,13 @@ class Daemon:
         assert self._loop is not None and self._player is not None and self._prompts is not None
         match action:
             case Play(prompts=prompts, play_id=play_id):
-                clips: list[AudioClip] = [
-                    Clip(
-                        _prompt_name(p),
-                        self._prompts.pcm(p.prompt_id() if isinstance(p, SpokenDigit) else p),
-                    )
-                    for p in prompts
-                ]
-                names = [_prompt_name(p) for p in prompts]
+                catalogue = self._prompts
+                clips: list[AudioClip] = [Clip(str(p), catalogue.pcm_of(p)) for p in prompts]
                 loop = self._loop
 
                 # Player callbacks run on the audio thread: hop back onto the loop.
                 def started(index: int) -> None:
-                    loop.call_soon_threadsafe(self._prompt_started, names[index])
+                    loop.call_soon_threadsafe(self._prompt_started, prompts[index])
 
                 def done() -> None:
                     loop.call_soon_threadsafe(self._playback_done, play_id)
@@ -299,8 +292,12 @@ class Daemon:
         self.bus.publish({"type": "prompt_end"})
         self.feed(PlaybackDone(play_id))
 
-    def _prompt_started(self, name: str) -> None:
-        self.bus.publish({"type": "prompt", "id": name})
+    def _prompt_started(self, prompt: PromptRef) -> None:
+        # str() of a SpokenDigit is "digit_masked"; a composed menu shows its fragments.
+        event: dict[str, Any] = {"type": "prompt", "id": str(prompt)}
+        if isinstance(prompt, ComposedPrompt):
+            event["parts"] = [list(sentence) for sentence in prompt.sentences]
+        self.bus.publish(event)
 
     # --- what the console may see and do (console.ServiceView) ----------------------
 
@@ -376,8 +373,8 @@ class Daemon:
     def play_prompt(self, prompt_id: str) -> None:
         """Play one prompt for the technician (replaces what plays now)."""
         assert self._prompts is not None and self._player is not None
-        if prompt_id not in self._prompts.ids:
-            known = ", ".join(sorted(self._prompts.ids))
+        if not self._prompts.knows(prompt_id):
+            known = ", ".join(sorted(self._prompts.ids | self._prompts.composed_ids))
             raise CommandError(f"unknown prompt id {prompt_id[:40]!r}; known ids: {known}")
         self._refuse_during_remote_call()
         self._player.play([Clip(prompt_id, self._prompts.pcm(prompt_id))])

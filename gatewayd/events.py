@@ -115,7 +115,28 @@ class SpokenDigit:
         return f"digit_{self.digit}"
 
 
-PromptRef = str | SpokenDigit
+@dataclass(frozen=True)
+class ComposedPrompt:
+    """A prompt built from fragments: menus say their options with the profile's keys.
+
+    ``sentences`` are tuples of fragment prompt ids (``("say_listen", "press",
+    "digit_1")``), played back to back; ``id`` names the whole (``main_menu``) in
+    events and tests. Menu keys are not secret: events show the fragments.
+    """
+
+    id: str
+    sentences: tuple[tuple[str, ...], ...]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def fragments(self) -> tuple[str, ...]:
+        """Every fragment id, in playing order."""
+        return tuple(part for sentence in self.sentences for part in sentence)
+
+
+PromptRef = str | SpokenDigit | ComposedPrompt
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,13 @@ def format_event(event: Mapping[str, Any], catalogue: PromptCatalogue | None) ->
         prompt_id = str(event.get("id"))
         if prompt_id == "digit_masked":
             return "  box says: •"
-        text = catalogue.text(prompt_id) if catalogue is not None else f"[{prompt_id}]"
+        parts = event.get("parts")
+        if catalogue is None:
+            text = f"[{prompt_id}]"
+        elif isinstance(parts, list) and all(isinstance(p, list) for p in parts):
+            text = catalogue.compose_text([[str(f) for f in p] for p in parts])
+        else:
+            text = catalogue.text(prompt_id)
         return f"  box says: « {text} »"
     if kind in ("prompt_end", "stop", "subscribed") or (
         kind == "tone" and event.get("name") is None

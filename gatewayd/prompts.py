@@ -16,9 +16,13 @@ import sys
 import threading
 import tomllib
 import wave
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gatewayd.errors import ProfileError
+from gatewayd.events import ComposedPrompt, PromptRef, SpokenDigit
+from gatewayd.voicemail.config import Keys
+from gatewayd.voicemail.flow import announcements
 
 LOGGER = logging.getLogger(__name__)
 
@@ -117,18 +121,29 @@ def default_audio_dir() -> Path:
 class PromptCatalogue:
     """Prompt texts and PCM in one language; build it with :meth:`load`."""
 
-    def __init__(self, audio_dir: Path, language: str, texts: dict[str, str]) -> None:
+    def __init__(
+        self,
+        audio_dir: Path,
+        language: str,
+        texts: dict[str, str],
+        composed: Mapping[str, ComposedPrompt] | None = None,
+    ) -> None:
         """Use :meth:`load`; this takes texts already checked."""
         self.audio_dir = audio_dir
         self.language = language
         self._texts = dict(texts)
+        self._composed = dict(composed or {})
         self._pcm: dict[str, bytes] = {}
         # The audio thread and the event loop may both ask for a prompt; one read, one log line.
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, audio_dir: Path, language: str) -> PromptCatalogue:
-        """Read ``audio_dir/prompts.toml``; every prompt must have a text in ``language``."""
+    def load(cls, audio_dir: Path, language: str, keys: Keys | None = None) -> PromptCatalogue:
+        """Read ``audio_dir/prompts.toml``; every prompt must have a text in ``language``.
+
+        The menus composed with ``keys`` (default: the default keys) are known by id too,
+        so ``play main_menu`` says the profile's keys.
+        """
         path = audio_dir / CATALOGUE_NAME
         if not _LANGUAGE_RE.fullmatch(language):
             raise ProfileError(
@@ -167,15 +182,26 @@ class PromptCatalogue:
                     f'{language} = "..." and run audio/generate.sh'
                 )
             texts[prompt_id] = text
-        return cls(audio_dir, language, texts)
+        return cls(audio_dir, language, texts, announcements(keys or Keys()))
 
     @property
     def ids(self) -> frozenset[str]:
         """Every prompt id of the catalogue."""
         return frozenset(self._texts)
 
+    @property
+    def composed_ids(self) -> frozenset[str]:
+        """The ids of the composed menus and entries (no WAV of their own)."""
+        return frozenset(self._composed)
+
+    def knows(self, prompt_id: str) -> bool:
+        """Whether ``prompt_id`` is a prompt or a composed menu of this catalogue."""
+        return prompt_id in self._texts or prompt_id in self._composed
+
     def text(self, prompt_id: str) -> str:
         """What the prompt says, in the catalogue's language (the id itself if unknown)."""
+        if prompt_id in self._composed:
+            return self.compose_text(self._composed[prompt_id].sentences)
         return self._texts.get(prompt_id, prompt_id)
 
     def wav_path(self, prompt_id: str) -> Path:
@@ -184,6 +210,8 @@ class PromptCatalogue:
 
     def pcm(self, prompt_id: str) -> bytes:
         """The prompt as S16_LE 8 kHz mono PCM; a beep (logged once) if it cannot be played."""
+        if prompt_id in self._composed:
+            return self.pcm_of(self._composed[prompt_id])
         with self._lock:
             cached = self._pcm.get(prompt_id)
             if cached is not None:
@@ -205,9 +233,50 @@ class PromptCatalogue:
             self._pcm[prompt_id] = pcm
             return pcm
 
+    def pcm_of(self, ref: PromptRef) -> bytes:
+        """The PCM of a prompt reference: an id, a spoken digit, or a composed menu."""
+        if isinstance(ref, SpokenDigit):
+            return self.pcm(ref.prompt_id())
+        if isinstance(ref, ComposedPrompt):
+            return b"".join(self.pcm(fragment) for fragment in ref.fragments)
+        return self.pcm(ref)
+
+    def compose_text(self, sentences: Sequence[Sequence[str]]) -> str:
+        """What a composed prompt says, written: "Pour écouter vos messages, tapez 1. ..."
+
+        A sentence is a phrase, then its joining words and key: a comma after the phrase,
+        a full stop at the end; spoken digits are written as digits.
+        """
+        written = []
+        for sentence in sentences:
+            words = [self._written(fragment) for fragment in sentence]
+            if not words:
+                continue
+            text = words[0] if len(words) == 1 else f"{words[0]}, {' '.join(words[1:])}"
+            written.append(text if text.endswith((".", "?", "!")) else f"{text}.")
+        return " ".join(written)
+
+    def _written(self, fragment: str) -> str:
+        if fragment.startswith("digit_") and fragment[6:].isdigit():
+            return fragment[6:]
+        return self.text(fragment)
+
+    def text_of(self, ref: PromptRef) -> str:
+        """What a prompt reference says, written (a spoken digit stays masked)."""
+        if isinstance(ref, ComposedPrompt):
+            return self.compose_text(ref.sentences)
+        return self.text(str(ref))
+
     def problems(self) -> dict[str, str]:
         """Prompt id -> why its WAV cannot be played, for every broken prompt (for selftest)."""
         found: dict[str, str] = {}
+        for composed in self._composed.values():
+            for fragment in composed.fragments:
+                if fragment not in self._texts:
+                    found[fragment] = (
+                        f"{self.audio_dir / CATALOGUE_NAME}: fragment [{fragment}] of "
+                        f"{composed.id} is missing; add it and run audio/generate.sh"
+                    )
         for prompt_id in sorted(self._texts):
             reason = check_wav(self.wav_path(prompt_id))
             if reason is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from gatewayd.events import (
     Action,
     CancelTimer,
+    ComposedPrompt,
     Digit,
     Hangup,
     LineEvent,
@@ -56,6 +57,7 @@ class Phone:
     ivr: Ivr = field(init=False)
     actions: list[Action] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)  # prompt ids and "tone:NAME", in order
+    spoken: list[str] = field(default_factory=list)  # the same, composed menus as fragments
     events: list[dict[str, object]] = field(default_factory=list)
     hung_up: bool = False
     timers: dict[str, float] = field(default_factory=dict)
@@ -121,7 +123,16 @@ class Phone:
             case Play(prompts=prompts):
                 self.playing = action
                 self.heard.extend(
-                    p.prompt_id() if isinstance(p, SpokenDigit) else p for p in prompts
+                    p.prompt_id() if isinstance(p, SpokenDigit) else str(p) for p in prompts
+                )
+                self.spoken.extend(
+                    fragment
+                    for p in prompts
+                    for fragment in (
+                        p.fragments
+                        if isinstance(p, ComposedPrompt)
+                        else (p.prompt_id() if isinstance(p, SpokenDigit) else p,)
+                    )
                 )
             case PlayTone(name=name):
                 self.heard.append(f"tone:{name}")

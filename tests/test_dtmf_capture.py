@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from gatewayd.dtmf.capture import InbandDtmfCapture
 from gatewayd.dtmf.signals import from_pcm, key_sequence, silence, to_pcm
 from gatewayd.errors import DeviceError, ProfileError
 from gatewayd.events import Digit
-from gatewayd.prompts import default_audio_dir
+from gatewayd.prompts import PromptCatalogue, default_audio_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.02
@@ -84,10 +83,8 @@ PROMPTS = [
 
 
 def prompt_echo(gain_db: float) -> np.ndarray:
-    parts = []
-    for prompt in PROMPTS:
-        with wave.open(str(default_audio_dir() / "fr" / f"{prompt}.wav"), "rb") as wav:
-            parts.append(from_pcm(wav.readframes(wav.getnframes())))
+    catalogue = PromptCatalogue.load(default_audio_dir(), "fr")
+    parts = [from_pcm(catalogue.pcm(prompt)) for prompt in PROMPTS]
     return np.concatenate(parts) * 10 ** (gain_db / 20)
 
 

@@ -57,7 +57,7 @@ def test_create_a_code_from_the_handset(phone: Phone, service: SecretCodeService
     phone.press("4931#")
     assert phone.hear() == READBACK_4931
     phone.press("1")
-    assert phone.hear() == ["code_saved", "code_menu_set"]
+    assert phone.hear() == ["code_saved", "code_active", "code_menu_set"]
     phone.hang_up()
     assert service.status().code_set
     assert service.check("4931", "remote").ok
@@ -231,7 +231,7 @@ def test_protection_on_asks_the_code_from_the_fixed_line(phone: Phone, service) 
     phone.lift()
     phone.dial("3103")
     phone.press("322")
-    assert phone.hear()[-2:] == ["protection_on", "code_menu_set"]
+    assert phone.hear()[-3:] == ["protection_on", "code_active", "code_menu_set"]
     phone.hang_up()
     phone.lift()
     phone.dial("3103")

@@ -44,7 +44,7 @@ from gatewayd.line.modem_sim import ModemSimulator, SimulatorUsageError
 from gatewayd.logsetup import TRACE
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT = ROOT / "audio" / "fr" / "code_enter_new.wav"
+PROMPT = ROOT / "audio" / "fr" / "code_saved.wav"
 WAIT_S = 5.0  # upper bound for anything to arrive; normally a few milliseconds
 
 

@@ -21,8 +21,21 @@ from gatewayd.prompts import (
     check_wav,
     default_audio_dir,
 )
+from gatewayd.voicemail.config import Keys
+from gatewayd.voicemail.flow import announcements
 
 REPO_AUDIO = Path(__file__).resolve().parent.parent / "audio"
+#: Menus and entries are composed from fragments with the profile's keys (here the defaults).
+COMPOSED = announcements(Keys())
+
+
+def said(catalogue: PromptCatalogue, prompt_id: str) -> str:
+    """What a prompt says: a catalogue text, or a composed menu written out."""
+    if prompt_id in COMPOSED:
+        return catalogue.text_of(COMPOSED[prompt_id])
+    return catalogue.text(prompt_id)
+
+
 LANGUAGES = ("fr", "en")
 
 #: DESIGN.md §6, written out so a prompt dropped from the catalogue fails here.
@@ -113,26 +126,28 @@ def small_audio(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_design_prompt_has_a_text(language: str) -> None:
     catalogue = PromptCatalogue.load(REPO_AUDIO, language)
-    missing = set(DESIGN_IDS + EXTRA_IDS) - catalogue.ids
+    missing = set(DESIGN_IDS + EXTRA_IDS) - catalogue.ids - set(COMPOSED)
     assert not missing
     for prompt_id in DESIGN_IDS + EXTRA_IDS:
-        text = catalogue.text(prompt_id)
+        text = said(catalogue, prompt_id)
         assert text.strip() and text != prompt_id
+    for composed in COMPOSED.values():  # every fragment of a composed prompt is in the catalogue
+        assert set(composed.fragments) <= catalogue.ids
 
 
 def test_french_and_english_texts_differ() -> None:
     french = PromptCatalogue.load(REPO_AUDIO, "fr")
     english = PromptCatalogue.load(REPO_AUDIO, "en")
     assert french.ids == english.ids
-    # "six" is the one word the two languages share.
+    # "six" is the one word the two languages share; the letter keys A-D are spoken as letters.
     same = {i for i in french.ids if french.text(i) == english.text(i)}
-    assert same == {"digit_6"}
+    assert same == {"digit_6", "key_a", "key_b", "key_c", "key_d"}
 
 
 def test_operator_phrases_are_verbatim() -> None:
     catalogue = PromptCatalogue.load(REPO_AUDIO, "fr")
     for prompt_id, phrase in OPERATOR_PHRASES.items():
-        assert catalogue.text(prompt_id) == phrase
+        assert said(catalogue, prompt_id) == phrase
 
 
 def test_digits_are_spoken_in_french() -> None:
@@ -154,11 +169,13 @@ def test_digits_are_spoken_in_french() -> None:
 
 def test_menus_name_the_default_keys() -> None:
     catalogue = PromptCatalogue.load(REPO_AUDIO, "fr")
-    assert "écouter vos messages, tapez 1" in catalogue.text("main_menu")
-    assert "personnaliser votre messagerie, tapez 3" in catalogue.text("main_menu")
-    assert "code secret, tapez 2" in catalogue.text("personalise_menu")
-    assert "tapez étoile" in catalogue.text("personalise_menu")
-    assert catalogue.text("code_confirm_menu") == (
+    assert said(catalogue, "main_menu") == (
+        "Pour écouter vos messages, tapez 1. Pour personnaliser votre messagerie, tapez 3."
+    )
+    assert said(catalogue, "personalise_menu") == (
+        "Pour votre code secret, tapez 2. Pour revenir au menu précédent, tapez étoile."
+    )
+    assert said(catalogue, "code_confirm_menu") == (
         "Si ce code vous convient, tapez 1. Pour composer un autre code, tapez 2."
     )
 
@@ -273,7 +290,9 @@ def test_broken_wav_beeps_and_logs_path_and_reason(
     assert str(path) in records[0].getMessage()
     assert reason in records[0].getMessage()
     assert catalogue.pcm("hello") != BEEP_PCM
-    assert catalogue.problems() == {"bye": f"{path}: {check_wav(path)}"}
+    problems = catalogue.problems()
+    assert problems["bye"] == f"{path}: {check_wav(path)}"
+    assert "hello" not in problems
 
 
 def test_truncated_wav_is_refused(small_audio: Path) -> None:

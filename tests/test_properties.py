@@ -76,8 +76,9 @@ from gatewayd.events import (
     TimerExpired,
 )
 from gatewayd.voicemail.config import VoicemailConfig
+from gatewayd.voicemail.flow import State
 from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES, CodeHasher
-from gatewayd.voicemail.ivr import AUTH, CODE_CONFIRM, CODE_ENTRY, Ivr
+from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import Access, SecretCodeService
 from gatewayd.voicemail.store import Store
 from tests.conftest import FAST_POLICY, TEST_PEPPER
@@ -190,7 +191,7 @@ class Disk:
 def prompts_of(actions: list[Action]) -> list[str]:
     """Prompt ids played, in order (read-back digits as ``digit``)."""
     return [
-        "digit" if isinstance(p, SpokenDigit) else p
+        "digit" if isinstance(p, SpokenDigit) else str(p)
         for a in actions
         if isinstance(a, Play)
         for p in a.prompts
@@ -319,7 +320,7 @@ class VoicemailMachine(RuleBasedStateMachine):
 
     def after_code(self, then: str, finish: bool) -> None:
         """What the caller does right after a code: a key, a hang-up or a power cut."""
-        if self.ivr.state == CODE_CONFIRM and then:
+        if self.ivr.state == State.CODE_CONFIRM and then:
             event(f"{then} at the read-back")
         if then == "hang-up":
             self.send(RemoteHangup() if self.ivr.party == "remote" else OnHook())
@@ -371,7 +372,7 @@ class VoicemailMachine(RuleBasedStateMachine):
                 assert code.encode().hex() not in code_hash + salt
 
     def _check_masking(self, state: str, out: list[Action]) -> None:
-        if state in (AUTH, CODE_ENTRY):
+        if state in (State.CODE_CHECK, State.CODE_ENTRY):
             assert all(note["key"] == "masked" for note in notes_of(out, "key"))
 
     def _check_counted(
@@ -386,10 +387,10 @@ class VoicemailMachine(RuleBasedStateMachine):
         """(a) and (b): every comparison is counted on disk first and announced as counted."""
         compares = list(self.hasher.compares)
         auth = notes_of(out, "auth")
-        if state != AUTH:
+        if state != State.CODE_CHECK:
             # Comparisons outside the code check only refuse the previous code (entry, confirm).
             assert not auth
-            assert not compares or state in (CODE_ENTRY, CODE_CONFIRM)
+            assert not compares or state in (State.CODE_ENTRY, State.CODE_CONFIRM)
         else:
             assert len(compares) == len(auth) <= 1  # no comparison goes unannounced
         if auth:
@@ -437,7 +438,7 @@ class VoicemailMachine(RuleBasedStateMachine):
     ) -> None:
         """(c): the code changes only on "1" at the read-back, to the digits read back."""
         for note in notes_of(out, "code"):
-            assert state == CODE_CONFIRM and line_event == Digit("1", "handset")
+            assert state == State.CODE_CONFIRM and line_event == Digit("1", "handset")
             assert self.pending is not None
             assert note["action"] == ("modified" if self.code is not None else "created")
             if self.steps:
@@ -520,11 +521,11 @@ class VoicemailMachine(RuleBasedStateMachine):
     @rule()
     def hang_up(self) -> None:
         """The handset goes on-hook, whatever state the call is in."""
-        if self.ivr.state == CODE_CONFIRM:
+        if self.ivr.state == State.CODE_CONFIRM:
             event("hang-up at the read-back")
-        elif self.ivr.state == CODE_ENTRY:
+        elif self.ivr.state == State.CODE_ENTRY:
             event("hang-up in code entry")
-        elif self.ivr.state == AUTH:
+        elif self.ivr.state == State.CODE_CHECK:
             event("hang-up at the code check")
         self.send(OnHook())
 

@@ -1,23 +1,25 @@
-"""The 3103 call flow (DESIGN.md §1) as a pure state machine.
+"""The engine that runs the 3103 call flow declared in :mod:`gatewayd.voicemail.flow`.
 
 :class:`Ivr` is fed :mod:`gatewayd.events` line events and returns actions
 (play prompts, tones, stop, hang up, timers, notifications). It does no I/O
 and reads time only from the injected clock, so every flow is tested without
-hardware. The whole call flow of 3103 is in this file: the menus are data
-(:data:`MENUS`), the engine is :class:`Ivr`.
+hardware. Menus are looked up, not branched on: a key in a menu is resolved by
+:func:`gatewayd.voicemail.flow.choose` and leads to a state or to one of the
+engine's actions (:attr:`Ivr._ACTIONS`).
 
-Flow, as the subscriber lives it:
+What the engine owns, beside the tables:
 
 - off-hook: dial tone; digits collected until they match the access number
   (then the service) or cannot match (congestion tone);
-- main menu -> personalise menu -> secret-code menu -> code entry -> read-back
-  -> confirm: the code is stored before "Votre demande est prise en compte." plays;
-- a remote session (or a protected fixed line) enters the code first; wrong codes
-  are counted before they are checked (see :mod:`gatewayd.voicemail.policy`).
+- entries: digits ended by ``#``; the code check counts a try before it is compared
+  (see :mod:`gatewayd.voicemail.policy`); a new code is read back, then stored before
+  "Votre demande est prise en compte." plays;
+- everywhere ``*`` goes back, a key during a prompt stops it (barge-in), a menu with no
+  key is replayed then the call ends with ``goodbye``; a hang-up before the confirmation
+  changes nothing.
 
-Everywhere ``*`` goes back, a key during a prompt stops it (barge-in), a menu
-with no key is replayed then the call ends with ``goodbye``; a hang-up before
-the confirmation changes nothing.
+Per-flow context lives in small objects (:class:`Dialing`, :class:`CodeCheck`,
+:class:`NewCode`), not in the call.
 """
 
 from __future__ import annotations
@@ -53,6 +55,22 @@ from gatewayd.events import (
 )
 from gatewayd.voicemail.codes import CODE_LENGTH
 from gatewayd.voicemail.config import VoicemailConfig
+from gatewayd.voicemail.flow import (
+    ENTRIES,
+    MENUS,
+    SECRET_STATES,
+    Cond,
+    Do,
+    Entry,
+    Menu,
+    Option,
+    State,
+    bad_length_prompt,
+    choose,
+    entry_prompt,
+    menu_prompt,
+    variant,
+)
 from gatewayd.voicemail.policy import Access, SecretCodeService
 
 LOGGER = logging.getLogger(__name__)
@@ -65,54 +83,47 @@ TIMER_SLACK_S = 0.005
 #: A digit buffer never grows past this: an over-long entry is just "bad length".
 MAX_ENTRY_KEYS = 16
 
-# States. Menus are listed in MENUS; the others are handled by the engine.
-IDLE = "idle"
-DIALING = "dialing"
-DEAD = "dead"  # congestion/busy tone until the handset goes on-hook
-AUTH = "code_check"  # entering the code to get in (remote, or protected fixed line)
-MAIN_MENU = "main_menu"
-PERSONALISE_MENU = "personalise_menu"
-CODE_MENU = "code_menu"
-CODE_ENTRY = "code_entry"  # keying a new code
-CODE_CONFIRM = "code_confirm"  # read-back, then 1 keep / 2 another
-ENDING = "ending"  # a last prompt plays, then the call ends
 
-#: States in which keys may be code digits: events show them as "masked". The ending
-#: and dead states count too, since a caller may go on keying a guess after the last try.
-SECRET_STATES = frozenset({AUTH, CODE_ENTRY, ENDING, DEAD})
+# --- per-flow context -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Menu:
-    """A menu: what it says, and where ``*`` leads."""
+@dataclass
+class Dialing:
+    """The number being dialled after off-hook."""
 
-    prompts: tuple[str, ...]
-    back: str | None
+    number: str = ""
 
 
-#: Static menus. The code menu's prompt depends on whether a code exists (see Ivr._menu_prompts).
-MENUS: dict[str, Menu] = {
-    MAIN_MENU: Menu(("main_menu",), back=None),
-    PERSONALISE_MENU: Menu(("personalise_menu",), back=MAIN_MENU),
-    CODE_MENU: Menu(("code_menu_set",), back=PERSONALISE_MENU),
-    CODE_ENTRY: Menu(("code_enter_new",), back=CODE_MENU),
-    CODE_CONFIRM: Menu(("code_confirm_menu",), back=CODE_MENU),
-    AUTH: Menu(("code_enter",), back=None),
-}
+@dataclass
+class CodeCheck:
+    """Keying the code to get in."""
+
+    keys: str = field(default="", repr=False)
+    bad_entries: int = 0
+
+
+@dataclass
+class NewCode:
+    """Creating or modifying the code: the digits, then the code awaiting confirmation."""
+
+    modifying: bool
+    keys: str = field(default="", repr=False)
+    bad_entries: int = 0
+    pending: str = field(default="", repr=False)
+
+
+Flow = Dialing | CodeCheck | NewCode
 
 
 @dataclass
 class _Call:
-    """The one call in progress."""
+    """The one call in progress: who, where, what plays; the flow's own context apart."""
 
     party: Party
-    state: str = IDLE
-    keys: str = ""  # dialled number, or the code being keyed
-    pending_code: str = field(default="", repr=False)  # new code awaiting confirmation
-    modifying: bool = False
+    state: State = State.IDLE
+    flow: Flow | None = None
     replays: int = 0  # menu timeouts in a row
-    bad_entries: int = 0  # invalid code entries in this entry session
-    checks: int = 0  # codes checked in this call
+    checks: int = 0  # codes checked in this call (tries per call)
     tone: bool = False  # a tone plays (dial tone is stopped by the first key)
     play_id: int | None = None  # the Play whose PlaybackDone we wait for
     then: Callable[[], None] | None = None  # what follows the current prompt
@@ -137,13 +148,21 @@ class Ivr:
         self._next_play_id = 0
         self._deadlines: dict[str, float] = {}
         self._out: list[Action] = []
+        self._actions: dict[Do, Callable[[_Call], None]] = {
+            Do.LISTEN: self._listen,
+            Do.CREATE_CODE: lambda call: self._enter_new_code(modifying=False),
+            Do.MODIFY_CODE: lambda call: self._enter_new_code(modifying=True),
+            Do.TOGGLE_PROTECTION: self._toggle_protection,
+            Do.KEEP_CODE: self._keep_code,
+            Do.RETRY_CODE: self._retry_code,
+        }
 
     # --- what the outside may look at ------------------------------------------
 
     @property
     def state(self) -> str:
         """The current menu/state name (``idle`` when no call)."""
-        return self._call.state if self._call else IDLE
+        return str(self._call.state) if self._call else str(State.IDLE)
 
     @property
     def party(self) -> Party | None:
@@ -159,6 +178,15 @@ class Ivr:
     def masking(self) -> bool:
         """True while keys are code digits (logs and events must show them masked)."""
         return self._call is not None and self._call.state in SECRET_STATES
+
+    def facts(self, party: Party | None = None) -> frozenset[Cond]:
+        """The conditions that hold now for ``party`` (default: the caller in the call)."""
+        facts = {Cond.CODE_SET if self._service.status().code_set else Cond.NO_CODE}
+        if (party or self.party) == "handset":
+            facts.add(Cond.LOCAL)
+        if self._config.mailbox_exists:
+            facts.add(Cond.MAILBOX)
+        return frozenset(facts)
 
     # --- the engine --------------------------------------------------------------
 
@@ -214,7 +242,7 @@ class Ivr:
         if self._call is not None:
             LOGGER.info("handset lifted during a remote call; ignored by the service")
             return
-        self._call = _Call(party="handset", state=DIALING)
+        self._call = _Call(party="handset", state=State.DIALING, flow=Dialing())
         self._notify(type="call", party="handset", state="start")
         self._tone("dial")
         self._start_timer(DIAL_TIMER, self._timeouts.first_digit)
@@ -235,7 +263,7 @@ class Ivr:
             return
         self._call = _Call(party="remote")
         self._notify(type="call", party="remote", state="start")
-        self._enter_auth()
+        self._enter_code_check()
 
     def _end_call(self, reason: str) -> None:
         call = self._call
@@ -253,7 +281,7 @@ class Ivr:
         if call is None or call.party != party:
             return  # key while on-hook, or from a party not in the call
         self._notify(type="key", party=party, key="masked" if call.state in SECRET_STATES else key)
-        if call.state in (DEAD, ENDING, IDLE):
+        if call.state in (State.DEAD, State.ENDING, State.IDLE):
             return
         if call.play_id is not None or call.tone:
             # Barge-in: the key stops the prompt (or dial tone) at once and is acted on.
@@ -262,102 +290,94 @@ class Ivr:
             call.tone = False
             call.then = None
         self._cancel_timer(MENU_TIMER)
-        if call.state == DIALING:
-            self._dial_key(call, key)
-        elif call.state in (AUTH, CODE_ENTRY):
-            self._entry_key(call, key)
-        else:
-            self._menu_key(call, call.state, key)
+        if isinstance(call.flow, Dialing):
+            self._dial_key(call.flow, key)
+        elif call.state in ENTRIES:
+            self._entry_key(call, ENTRIES[call.state], key)
+        elif call.state in MENUS:
+            self._menu_key(call, MENUS[call.state], key)
 
-    def _dial_key(self, call: _Call, key: str) -> None:
-        call.keys += key
+    def _dial_key(self, dialing: Dialing, key: str) -> None:
+        dialing.number += key
         number = self._config.access_number
-        if call.keys == number:
+        if dialing.number == number:
             self._cancel_timer(DIAL_TIMER)
             if self._service.status().protection:
-                self._enter_auth()
+                self._enter_code_check()
             else:
-                self._enter_menu(MAIN_MENU)
-        elif number.startswith(call.keys):
+                self._enter_menu(State.MAIN_MENU)
+        elif number.startswith(dialing.number):
             self._start_timer(DIAL_TIMER, self._timeouts.inter_digit)
         else:
             self._cancel_timer(DIAL_TIMER)
             self._dead("congestion")  # not ours: the rest of the dial plan is the VoIP stack's
 
-    def _menu_key(self, call: _Call, state: str, key: str) -> None:
-        keys = self._keys
+    def _menu_key(self, call: _Call, menu: Menu, key: str) -> None:
         call.replays = 0
-        if key == keys.back:
-            back = MENUS[state].back if state in MENUS else None
-            self._enter_menu(back or state)
+        if key == self._keys.back:
+            self._enter_menu(menu.back or menu.state)
             return
-        if state == MAIN_MENU:
-            if key == keys.main_personalise:
-                return self._enter_menu(PERSONALISE_MENU)
-            if key == keys.main_listen and self._config.mailbox_exists:
-                return self._announce(("no_messages",), then=MAIN_MENU)
-        elif state == PERSONALISE_MENU:
-            if key == keys.personalise_code:
-                if call.party != "handset":
-                    return self._announce(("code_only_fixed_line",), then=PERSONALISE_MENU)
-                return self._enter_menu(CODE_MENU)
-        elif state == CODE_MENU:
-            code_set = self._service.status().code_set
-            if not code_set and key == keys.code_create:
-                return self._enter_entry(modifying=False)
-            if code_set and key == keys.code_modify:
-                return self._enter_entry(modifying=True)
-            if code_set and key == keys.code_protection:
-                return self._toggle_protection()
-        elif state == CODE_CONFIRM:
-            if key == keys.confirm_yes:
-                return self._confirm()
-            if key == keys.confirm_retry:
-                return self._enter_entry(modifying=call.modifying)
-        self._announce(("invalid_key",), then=state)
+        facts = self.facts()
+        option = choose(menu, key, self._keys, facts)
+        if option is None:
+            self._announce(("invalid_key",), then=menu.state)
+        elif option.when is not None and option.when not in facts:
+            assert option.refused is not None  # choose() returns a failing option only then
+            self._announce((option.refused,), then=menu.state)
+        else:
+            self._select(call, option)
 
-    def _entry_key(self, call: _Call, key: str) -> None:
-        keys = self._keys
-        if key == keys.back:
-            call.keys = ""
-            back = MENUS[call.state].back
-            if back is None:  # code check: nowhere to go back to, ask again
-                self._prompt_menu(AUTH)
+    def _select(self, call: _Call, option: Option) -> None:
+        if option.go is not None:
+            self._enter(option.go)
+        else:
+            assert option.do is not None
+            self._actions[option.do](call)
+
+    def _entry_key(self, call: _Call, entry: Entry, key: str) -> None:
+        flow = call.flow
+        assert isinstance(flow, CodeCheck | NewCode)
+        if key == self._keys.back:
+            flow.keys = ""
+            if entry.back is None:  # code check: nowhere to go back to, ask again
+                self._prompt(call.state)
             else:
-                self._enter_menu(back)
+                self._enter_menu(entry.back)
             return
-        if key != keys.end_entry:
-            if len(call.keys) < MAX_ENTRY_KEYS:
-                call.keys += key
+        if key != self._keys.end_entry:
+            if len(flow.keys) < MAX_ENTRY_KEYS:
+                flow.keys += key
             self._start_timer(MENU_TIMER, self._timeouts.menu)
             return
-        entry, call.keys = call.keys, ""  # one attempt per '#': the buffer is always cleared
+        digits, flow.keys = flow.keys, ""  # one attempt per '#': the buffer is always cleared
         call.replays = 0
-        if len(entry) != CODE_LENGTH or not entry.isdigit():
-            self._bad_entry(call, "code_bad_length")
-        elif call.state == AUTH:
-            self._check_code(call, entry)
+        if len(digits) != CODE_LENGTH or not digits.isdigit():
+            self._bad_entry(call, entry, bad_length_prompt(self._keys))
+        elif entry.submit is Do.CHECK_CODE:
+            self._check_code(call, digits)
         else:
-            self._new_code(call, entry)
+            self._new_code(call, entry, digits)
 
-    def _bad_entry(self, call: _Call, prompt: str) -> None:
-        call.bad_entries += 1
-        if call.bad_entries >= self._timeouts.entry_tries:
-            call.bad_entries = 0
-            if call.state == AUTH:
+    def _bad_entry(self, call: _Call, entry: Entry, prompt: PromptRef) -> None:
+        flow = call.flow
+        assert isinstance(flow, CodeCheck | NewCode)
+        flow.bad_entries += 1
+        if flow.bad_entries >= self._timeouts.entry_tries:
+            flow.bad_entries = 0
+            if entry.back is None:
                 return self._finish((prompt, "goodbye"))
-            return self._announce((prompt,), then=CODE_MENU)
-        self._play((prompt, *MENUS[call.state].prompts), then=self._wait_key)
+            return self._announce((prompt,), then=entry.back)
+        self._play((prompt, entry_prompt(entry, self._keys)), then=self._wait_key)
 
     # --- code check (remote access, protected fixed line) ------------------------------
 
-    def _enter_auth(self) -> None:
+    def _enter_code_check(self) -> None:
         call = self._require_call()
         access = self._service.access()
         if access is Access.NO_CODE:
             if call.party == "remote":
                 return self._finish(("code_create_first",))
-            return self._enter_menu(MAIN_MENU)  # protection without a code cannot stand
+            return self._enter_menu(State.MAIN_MENU)  # protection without a code cannot stand
         if access is Access.LOCKED:
             self._notify(type="lock")
             return self._finish(("code_locked",))
@@ -365,20 +385,19 @@ class Ivr:
             remaining = self._service.status().cooldown_remaining_s
             self._notify(type="cooldown", seconds=round(remaining))
             return self._finish(("code_too_many_failures",))
-        call.bad_entries = 0
-        self._enter_menu(AUTH)
+        self._enter(State.CODE_CHECK)
 
     def _check_code(self, call: _Call, code: str) -> None:
         if self._service.access() is not Access.OPEN:
-            return self._enter_auth()  # a reset or another call changed things meanwhile
+            return self._enter_code_check()  # a reset or another call changed things meanwhile
         try:
             result = self._service.check(code, call.party)
         except PolicyError:
-            return self._enter_auth()
+            return self._enter_code_check()
         call.checks += 1
         if result.ok:
             self._notify(type="auth", result="ok", failures=0, party=call.party)
-            return self._enter_menu(MAIN_MENU)
+            return self._enter_menu(State.MAIN_MENU)
         self._notify(type="auth", result="fail", failures=result.failures, party=call.party)
         if result.locked:
             self._notify(type="lock")
@@ -387,77 +406,101 @@ class Ivr:
             self._notify(type="cooldown", seconds=round(result.cooldown_s))
         if result.cooldown_s or call.checks >= self._service.policy.tries_per_call:
             return self._finish(("code_too_many_failures",))
-        self._play(("code_wrong", *MENUS[AUTH].prompts), then=self._wait_key)
+        self._play(
+            ("code_wrong", entry_prompt(ENTRIES[State.CODE_CHECK], self._keys)),
+            then=self._wait_key,
+        )
 
     # --- create / modify -------------------------------------------------------------
 
-    def _enter_entry(self, modifying: bool) -> None:
-        call = self._require_call()
-        call.modifying = modifying
-        call.bad_entries = 0
-        call.keys = ""
-        call.pending_code = ""
-        self._enter_menu(CODE_ENTRY)
+    def _enter_new_code(self, modifying: bool) -> None:
+        self._enter(State.CODE_ENTRY, NewCode(modifying=modifying))
 
-    def _new_code(self, call: _Call, code: str) -> None:
+    def _new_code(self, call: _Call, entry: Entry, code: str) -> None:
+        flow = call.flow
+        assert isinstance(flow, NewCode)
         refusal = self._service.refusal(code)
         if refusal is not None:
             LOGGER.info("new code refused: %s", refusal.value)
-            return self._bad_entry(call, "code_trivial")
-        call.pending_code = code
-        call.state = CODE_CONFIRM
+            return self._bad_entry(call, entry, "code_trivial")
+        flow.pending = code
+        call.state = State.CODE_CONFIRM
         call.replays = 0
-        self._notify(type="menu", state=CODE_CONFIRM)
+        self._notify(type="menu", state=str(State.CODE_CONFIRM))
         readback: tuple[PromptRef, ...] = tuple(SpokenDigit(d) for d in code)
-        self._play(("code_you_entered", *readback, "code_confirm_menu"), then=self._wait_key)
+        self._play(
+            ("code_you_entered", *readback, *self._menu_prompts(State.CODE_CONFIRM)),
+            then=self._wait_key,
+        )
 
-    def _confirm(self) -> None:
-        call = self._require_call()
-        code, call.pending_code = call.pending_code, ""
+    def _keep_code(self, call: _Call) -> None:
+        flow = call.flow
+        assert isinstance(flow, NewCode)
+        code, flow.pending = flow.pending, ""
         action = self._service.set_code(code, "handset")  # durable before the prompt plays
         self._notify(type="code", action=action, origin="handset")
-        self._announce(("code_saved",), then=CODE_MENU)
+        self._announce(("code_saved",), then=State.CODE_MENU)
 
-    def _toggle_protection(self) -> None:
+    def _retry_code(self, call: _Call) -> None:
+        flow = call.flow
+        assert isinstance(flow, NewCode)
+        self._enter_new_code(modifying=flow.modifying)
+
+    def _toggle_protection(self, call: _Call) -> None:
         on = not self._service.status().protection
         self._service.set_protection(on, "handset")
         self._notify(type="protection", state="on" if on else "off")
-        self._announce(("protection_on" if on else "protection_off",), then=CODE_MENU)
+        self._announce(("protection_on" if on else "protection_off",), then=State.CODE_MENU)
+
+    def _listen(self, call: _Call) -> None:
+        self._announce(("no_messages",), then=State.MAIN_MENU)
 
     # --- menus, prompts and timers ---------------------------------------------------
 
-    def _menu_prompts(self, state: str) -> tuple[str, ...]:
-        if state == CODE_MENU and not self._service.status().code_set:
-            return ("code_none_yet", "code_menu_new")
-        return MENUS[state].prompts
+    def _menu_prompts(self, state: State) -> tuple[PromptRef, ...]:
+        """What a menu or an entry says (its informative intro, then its composed prompt)."""
+        if state in ENTRIES:
+            return (entry_prompt(ENTRIES[state], self._keys),)
+        menu = MENUS[state]
+        facts = self.facts()
+        return (*variant(menu, facts).intro, menu_prompt(menu, self._keys, facts))
 
-    def _enter_menu(self, state: str) -> None:
+    def _enter(self, state: State, flow: Flow | None = None) -> None:
+        """Enter a menu or an entry (an entry gets a fresh context unless one is given)."""
+        if state in ENTRIES:
+            call = self._require_call()
+            call.flow = flow or (CodeCheck() if state is State.CODE_CHECK else NewCode(False))
+        self._enter_menu(state)
+
+    def _enter_menu(self, state: State) -> None:
         call = self._require_call()
+        if state in MENUS:
+            call.flow = None  # leaving an entry or the read-back drops its digits
         call.state = state
         call.replays = 0
-        call.keys = ""
-        self._notify(type="menu", state=state)
-        self._prompt_menu(state)
+        self._notify(type="menu", state=str(state))
+        self._prompt(state)
 
-    def _prompt_menu(self, state: str) -> None:
+    def _prompt(self, state: State) -> None:
         self._play(self._menu_prompts(state), then=self._wait_key)
 
     def _wait_key(self) -> None:
         self._start_timer(MENU_TIMER, self._timeouts.menu)
 
-    def _announce(self, prompts: tuple[str, ...], then: str) -> None:
+    def _announce(self, prompts: tuple[PromptRef, ...], then: State) -> None:
         """Play an informative prompt followed by the menu ``then``; a key acts on that menu."""
         call = self._require_call()
+        if then is not call.state:
+            call.flow = None  # e.g. the code was stored: the read-back context is done
         call.state = then
         call.replays = 0
-        call.keys = ""
-        self._notify(type="menu", state=then)
+        self._notify(type="menu", state=str(then))
         self._play((*prompts, *self._menu_prompts(then)), then=self._wait_key)
 
-    def _finish(self, prompts: tuple[str, ...]) -> None:
+    def _finish(self, prompts: tuple[PromptRef, ...]) -> None:
         """Play the last prompts, then end the call (hang up remote, busy tone on the handset)."""
         call = self._require_call()
-        call.state = ENDING
+        call.state = State.ENDING
         self._cancel_timer(MENU_TIMER)
         self._play(prompts, then=self._after_finish)
 
@@ -471,7 +514,7 @@ class Ivr:
 
     def _dead(self, tone: str) -> None:
         call = self._require_call()
-        call.state = DEAD
+        call.state = State.DEAD
         call.play_id = None
         self._tone(tone)
 
@@ -506,16 +549,17 @@ class Ivr:
         call = self._call
         if call is None:
             return
-        if name == DIAL_TIMER and call.state == DIALING:
+        if name == DIAL_TIMER and call.state is State.DIALING:
             self._out.append(StopAudio())
             self._dead("congestion")
-        elif name == MENU_TIMER and call.state in MENUS:
+        elif name == MENU_TIMER and (call.state in MENUS or call.state in ENTRIES):
             call.replays += 1
-            call.keys = ""
+            if isinstance(call.flow, CodeCheck | NewCode):
+                call.flow.keys = ""
             if call.replays > self._timeouts.menu_replays:
                 self._finish(("goodbye",))
             else:
-                self._prompt_menu(call.state)
+                self._prompt(call.state)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._deadlines[name] = self._clock() + seconds

@@ -1,0 +1,325 @@
+"""The 3103 call flow as data (DESIGN.md §1): states, menus, their options and prompts.
+
+This module declares *what* the service does; :mod:`gatewayd.voicemail.ivr` is
+the small engine that runs it and :mod:`gatewayd.voicemail.flowchart` draws it
+(``gatewayd menu``). Both read the same tables, so the drawing is the flow.
+
+A menu declares what it says (:class:`Variant`, chosen by a :class:`Cond`), its
+options (a key field of :class:`~gatewayd.voicemail.config.Keys` leading to a
+state or an engine action, optionally only when a condition holds), where
+``*`` leads, and what a silence does. An entry (:class:`Entry`) collects digits
+ended by the end key and hands them to an engine action.
+
+Menu prompts are composed: the option's phrase ("Pour écouter vos messages"),
+"tapez", then the key the profile gives it, spoken. A profile that changes
+``[voicemail.keys]`` changes what the box says, with no WAV to re-record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gatewayd.events import ComposedPrompt
+from gatewayd.voicemail.config import Keys
+
+
+class State(StrEnum):
+    """Where a call is. Menus and entries are declared below; the engine owns the rest."""
+
+    IDLE = "idle"
+    DIALING = "dialing"
+    #: Congestion or busy tone until the handset goes on-hook.
+    DEAD = "dead"
+    #: Entering the code to get in (remote, or a protected fixed line).
+    CODE_CHECK = "code_check"
+    MAIN_MENU = "main_menu"
+    PERSONALISE_MENU = "personalise_menu"
+    CODE_MENU = "code_menu"
+    #: Keying a new code.
+    CODE_ENTRY = "code_entry"
+    #: Read-back, then keep it or key another.
+    CODE_CONFIRM = "code_confirm"
+    #: A last prompt plays, then the call ends.
+    ENDING = "ending"
+
+
+class Cond(StrEnum):
+    """Conditions an option or a variant may depend on (the value is how it reads)."""
+
+    MAILBOX = "mailbox exists"
+    LOCAL = "own handset only"
+    CODE_SET = "a code is set"
+    NO_CODE = "no code yet"
+
+
+class Do(StrEnum):
+    """Engine actions an option or an entry may run (the value is how it reads)."""
+
+    LISTEN = "listen to messages"
+    CREATE_CODE = "create the code"
+    MODIFY_CODE = "modify the code"
+    TOGGLE_PROTECTION = "turn the fixed-line code request on/off"
+    KEEP_CODE = "store the code"
+    RETRY_CODE = "key another code"
+    CHECK_CODE = "check the code"
+    NEW_CODE = "read the new code back"
+
+
+class Timeout(StrEnum):
+    """What a menu does when no key comes in ``timeouts.menu`` seconds."""
+
+    REPLAY = "replayed, then goodbye"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of a menu: the phrase announcing it, and where it leads or what it does.
+
+    ``when`` limits the option to a condition; when it does not hold, ``refused``
+    is played (the option is still announced), or, without ``refused``, the option
+    is neither announced nor accepted.
+    """
+
+    key: str
+    say: str
+    go: State | None = None
+    do: Do | None = None
+    when: Cond | None = None
+    refused: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.go is None) == (self.do is None):
+            raise ValueError(f"option {self.key}: give exactly one of go= or do=")
+        if self.key not in Keys.__dataclass_fields__:
+            raise ValueError(f"option key {self.key!r} is not a field of Keys")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a menu says when ``when`` holds: informative prompts, then its composed prompt."""
+
+    prompt_id: str
+    intro: tuple[str, ...] = ()
+    when: Cond | None = None
+
+
+@dataclass(frozen=True)
+class Menu:
+    """A menu: what it says, its options, where ``*`` leads, and what a silence does."""
+
+    state: State
+    variants: tuple[Variant, ...]
+    options: tuple[Option, ...]
+    back: State | None
+    #: The phrase announcing the back key, when the menu announces it.
+    back_say: str | None = None
+    on_timeout: Timeout = Timeout.REPLAY
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Digits ended by the end key: ``lead`` + "followed by" + the end key, then ``submit``.
+
+    ``back`` is where ``*`` leads (None: the entry is asked again).
+    """
+
+    state: State
+    prompt_id: str
+    lead: str
+    followed_by: str
+    submit: Do
+    back: State | None
+    on_timeout: Timeout = Timeout.REPLAY
+
+
+#: Fragments that join an option's phrase to its key, and the spoken keys.
+PRESS = "press"
+FOLLOWED_BY_ONE = "followed_by"  # "suivi de la touche" (one code)
+FOLLOWED_BY_MANY = "followed_by_many"  # "suivis de la touche" (the digits)
+KEY_FRAGMENTS = {
+    **{str(d): f"digit_{d}" for d in range(10)},
+    "*": "key_star",
+    "#": "key_hash",
+    **{k: f"key_{k.lower()}" for k in "ABCD"},
+}
+
+MENUS: dict[State, Menu] = {
+    State.MAIN_MENU: Menu(
+        State.MAIN_MENU,
+        variants=(Variant("main_menu"),),
+        options=(
+            Option("main_listen", "say_listen", do=Do.LISTEN, when=Cond.MAILBOX),
+            Option("main_personalise", "say_personalise", go=State.PERSONALISE_MENU),
+        ),
+        back=None,
+    ),
+    State.PERSONALISE_MENU: Menu(
+        State.PERSONALISE_MENU,
+        variants=(Variant("personalise_menu"),),
+        options=(
+            Option(
+                "personalise_code",
+                "say_code",
+                go=State.CODE_MENU,
+                when=Cond.LOCAL,
+                refused="code_only_fixed_line",
+            ),
+        ),
+        back=State.MAIN_MENU,
+        back_say="say_back",
+    ),
+    State.CODE_MENU: Menu(
+        State.CODE_MENU,
+        variants=(
+            Variant("code_menu_new", intro=("code_none_yet",), when=Cond.NO_CODE),
+            Variant("code_menu_set", intro=("code_active",), when=Cond.CODE_SET),
+        ),
+        options=(
+            Option("code_create", "say_code_create", do=Do.CREATE_CODE, when=Cond.NO_CODE),
+            Option("code_modify", "say_code_modify", do=Do.MODIFY_CODE, when=Cond.CODE_SET),
+            Option(
+                "code_protection", "say_protection", do=Do.TOGGLE_PROTECTION, when=Cond.CODE_SET
+            ),
+        ),
+        back=State.PERSONALISE_MENU,
+    ),
+    State.CODE_CONFIRM: Menu(
+        State.CODE_CONFIRM,
+        variants=(Variant("code_confirm_menu"),),
+        options=(
+            Option("confirm_yes", "say_confirm_yes", do=Do.KEEP_CODE),
+            Option("confirm_retry", "say_confirm_retry", do=Do.RETRY_CODE),
+        ),
+        back=State.CODE_MENU,
+    ),
+}
+
+ENTRIES: dict[State, Entry] = {
+    State.CODE_CHECK: Entry(
+        State.CODE_CHECK,
+        "code_enter",
+        lead="ask_code",
+        followed_by=FOLLOWED_BY_ONE,
+        submit=Do.CHECK_CODE,
+        back=None,
+    ),
+    State.CODE_ENTRY: Entry(
+        State.CODE_ENTRY,
+        "code_enter_new",
+        lead="ask_new_code",
+        followed_by=FOLLOWED_BY_MANY,
+        submit=Do.NEW_CODE,
+        back=State.CODE_MENU,
+    ),
+}
+
+#: Where each engine action leads (what ``gatewayd menu`` draws; a test runs each one and
+#: checks the engine lands there).
+LEADS_TO: dict[Do, tuple[State, ...]] = {
+    Do.LISTEN: (State.MAIN_MENU,),
+    Do.CREATE_CODE: (State.CODE_ENTRY,),
+    Do.MODIFY_CODE: (State.CODE_ENTRY,),
+    Do.TOGGLE_PROTECTION: (State.CODE_MENU,),
+    Do.KEEP_CODE: (State.CODE_MENU,),
+    Do.RETRY_CODE: (State.CODE_ENTRY,),
+    Do.CHECK_CODE: (State.MAIN_MENU, State.CODE_CHECK, State.ENDING),
+    Do.NEW_CODE: (State.CODE_CONFIRM, State.CODE_ENTRY, State.CODE_MENU),
+}
+
+#: States in which keys may be code digits: events show them as "masked". The ending
+#: and dead states count too, since a caller may go on keying a guess after the last try.
+SECRET_STATES = frozenset({State.CODE_CHECK, State.CODE_ENTRY, State.ENDING, State.DEAD})
+
+
+def key_fragment(key: str) -> str:
+    """The prompt id that speaks ``key`` (``digit_1``, ``key_star``, ...)."""
+    return KEY_FRAGMENTS[key]
+
+
+def option_applies(option: Option, facts: frozenset[Cond]) -> bool:
+    """Whether the option is offered (announced or refused) under these facts."""
+    return option.when is None or option.when in facts or option.refused is not None
+
+
+def choose(menu: Menu, key: str, keys: Keys, facts: frozenset[Cond]) -> Option | None:
+    """The option a key selects in a menu under these facts, or None (an invalid key).
+
+    An option whose condition holds wins over one that is refused on the same key.
+    """
+    matching = [o for o in menu.options if getattr(keys, o.key) == key]
+    for option in matching:
+        if option.when is None or option.when in facts:
+            return option
+    for option in matching:
+        if option.refused is not None:
+            return option
+    return None
+
+
+def variant(menu: Menu, facts: frozenset[Cond]) -> Variant:
+    """What the menu says under these facts."""
+    for candidate in menu.variants:
+        if candidate.when is None or candidate.when in facts:
+            return candidate
+    return menu.variants[-1]
+
+
+def menu_prompt(menu: Menu, keys: Keys, facts: frozenset[Cond]) -> ComposedPrompt:
+    """The menu's composed prompt: one sentence per offered option, then the back key."""
+    sentences = [
+        (option.say, PRESS, key_fragment(getattr(keys, option.key)))
+        for option in menu.options
+        if option_applies(option, facts)
+    ]
+    if menu.back_say is not None:
+        sentences.append((menu.back_say, PRESS, key_fragment(keys.back)))
+    return ComposedPrompt(variant(menu, facts).prompt_id, tuple(sentences))
+
+
+def entry_prompt(entry: Entry, keys: Keys) -> ComposedPrompt:
+    """An entry's composed prompt: its request, "followed by the" end key."""
+    return ComposedPrompt(
+        entry.prompt_id, ((entry.lead, entry.followed_by, key_fragment(keys.end_entry)),)
+    )
+
+
+def bad_length_prompt(keys: Keys) -> ComposedPrompt:
+    """The bad-length prompt: exactly 4 digits, followed by the end key."""
+    return ComposedPrompt(
+        "code_bad_length", (("bad_length", FOLLOWED_BY_MANY, key_fragment(keys.end_entry)),)
+    )
+
+
+def all_facts() -> list[frozenset[Cond]]:
+    """Every consistent combination of facts (a code is set or not; local or remote; ...)."""
+    combos = []
+    for code in (Cond.CODE_SET, Cond.NO_CODE):
+        for local in (True, False):
+            for mailbox in (True, False):
+                facts = {code}
+                if local:
+                    facts.add(Cond.LOCAL)
+                if mailbox:
+                    facts.add(Cond.MAILBOX)
+                combos.append(frozenset(facts))
+    return combos
+
+
+def announcements(keys: Keys) -> dict[str, ComposedPrompt]:
+    """Every composed prompt the flow can say, by id, with these keys (menus at their fullest).
+
+    For ``play main_menu`` on the console, the prompt tests and the catalogue checks.
+    """
+    found: dict[str, ComposedPrompt] = {}
+    for facts in all_facts():
+        if Cond.LOCAL not in facts or Cond.MAILBOX not in facts:
+            continue  # the own handset of a box with a mailbox hears every option
+        for menu in MENUS.values():
+            prompt = menu_prompt(menu, keys, facts)
+            found.setdefault(prompt.id, prompt)
+    for entry in ENTRIES.values():
+        prompt = entry_prompt(entry, keys)
+        found[prompt.id] = prompt
+    found["code_bad_length"] = bad_length_prompt(keys)
+    return found
