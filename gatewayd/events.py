@@ -44,9 +44,19 @@ class Digit:
         return f"Digit(key='?', party={self.party!r})"
 
 
+#: ``Ring.caller`` when the network says the number is private or withheld.
+WITHHELD = "withheld"
+
+
 @dataclass(frozen=True)
 class Ring:
-    """The line is ringing (an incoming call, before it is answered)."""
+    """One ring of an incoming trunk call (before it is answered).
+
+    ``caller`` is the caller ID once the trunk knows it (:data:`WITHHELD` when the
+    network withholds it), None when unknown.
+    """
+
+    caller: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,19 @@ class TimerExpired:
 
 
 @dataclass(frozen=True)
+class RecordingEnded:
+    """A recording started by ``StartRecording`` ended (by ``StopRecording`` or by itself).
+
+    ``reason``: ``key``, ``hangup``, ``silence``, ``max_length``, ``error``; ``kept`` says
+    whether it was long enough to be stored; ``seconds`` is its length after trimming.
+    """
+
+    reason: str
+    kept: bool
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class PlaybackDone:
     """The prompt sequence started by ``Play(play_id=...)`` finished playing (not stopped)."""
 
@@ -91,6 +114,7 @@ LineEvent = (
     | LineFault
     | TimerExpired
     | PlaybackDone
+    | RecordingEnded
 )
 
 
@@ -136,7 +160,15 @@ class ComposedPrompt:
         return tuple(part for sentence in self.sentences for part in sentence)
 
 
-PromptRef = str | SpokenDigit | ComposedPrompt
+@dataclass(frozen=True)
+class OwnGreeting:
+    """The subscriber's own recorded greeting (played from the mailbox, not the catalogue)."""
+
+    def __str__(self) -> str:
+        return "greeting_own"
+
+
+PromptRef = str | SpokenDigit | ComposedPrompt | OwnGreeting
 
 
 @dataclass(frozen=True)
@@ -165,6 +197,40 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """Answer the ringing trunk call; the trunk feeds ``RemoteAnswered`` once connected."""
+
+
+@dataclass(frozen=True)
+class RingStation:
+    """Start or stop ringing the subscriber's handset (a trunk call is coming in)."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class StartRecording:
+    """Record the trunk caller's audio (a message, or the subscriber's greeting).
+
+    The recorder ends by itself after ``silence_s`` of silence or ``max_s``, and feeds
+    ``RecordingEnded``; shorter than ``min_s`` after trimming is not kept.
+    """
+
+    kind: Literal["message", "greeting"]
+    max_s: float
+    silence_s: float
+    min_s: float
+    caller: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StopRecording:
+    """End the recording in progress (``#``, hang-up); ``RecordingEnded`` follows."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class StartTimer:
     """(Re)start the named timer; ``TimerExpired(name)`` is fed back when it fires."""
 
@@ -186,4 +252,16 @@ class Notify:
     event: dict[str, Any]
 
 
-Action = Play | PlayTone | StopAudio | Hangup | StartTimer | CancelTimer | Notify
+Action = (
+    Play
+    | PlayTone
+    | StopAudio
+    | Hangup
+    | Answer
+    | RingStation
+    | StartRecording
+    | StopRecording
+    | StartTimer
+    | CancelTimer
+    | Notify
+)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gatewayd.errors import ProfileError
-from gatewayd.events import ComposedPrompt, PromptRef, SpokenDigit
+from gatewayd.events import ComposedPrompt, OwnGreeting, PromptRef, SpokenDigit
 from gatewayd.voicemail.config import Keys
 from gatewayd.voicemail.flow import announcements
 
@@ -59,6 +59,9 @@ def _make_beep(seconds: float = 0.2, frequency: float = 1000.0, level_dbfs: floa
 
 #: What plays instead of a missing or broken prompt: 200 ms of 1 kHz at -12 dBFS.
 BEEP_PCM = _make_beep()
+#: The beep before a recording (DESIGN §7.1: 1000 Hz, 500 ms), made here, not recorded.
+RECORD_BEEP_ID = "beep"
+RECORD_BEEP_PCM = _make_beep(seconds=0.5, frequency=1000.0, level_dbfs=-10.0)
 
 
 class _BadWav(Exception):
@@ -196,7 +199,7 @@ class PromptCatalogue:
 
     def knows(self, prompt_id: str) -> bool:
         """Whether ``prompt_id`` is a prompt or a composed menu of this catalogue."""
-        return prompt_id in self._texts or prompt_id in self._composed
+        return prompt_id in self._texts or prompt_id in self._composed or prompt_id == "beep"
 
     def text(self, prompt_id: str) -> str:
         """What the prompt says, in the catalogue's language (the id itself if unknown)."""
@@ -212,6 +215,8 @@ class PromptCatalogue:
         """The prompt as S16_LE 8 kHz mono PCM; a beep (logged once) if it cannot be played."""
         if prompt_id in self._composed:
             return self.pcm_of(self._composed[prompt_id])
+        if prompt_id == RECORD_BEEP_ID:
+            return RECORD_BEEP_PCM
         with self._lock:
             cached = self._pcm.get(prompt_id)
             if cached is not None:
@@ -239,6 +244,9 @@ class PromptCatalogue:
             return self.pcm(ref.prompt_id())
         if isinstance(ref, ComposedPrompt):
             return b"".join(self.pcm(fragment) for fragment in ref.fragments)
+        if isinstance(ref, OwnGreeting):
+            # The daemon plays the subscriber's greeting from the mailbox; here, the standard one.
+            return self.pcm("greeting_standard")
         return self.pcm(ref)
 
     def compose_text(self, sentences: Sequence[Sequence[str]]) -> str:

@@ -24,6 +24,7 @@ from gatewayd.events import (
     PlayTone,
     RemoteAnswered,
     RemoteHangup,
+    Ring,
     SpokenDigit,
     StartTimer,
     StopAudio,
@@ -85,7 +86,27 @@ class Phone:
         self.send(OnHook())
 
     def call_in(self) -> None:
+        """A trunk call is answered by the box: the greeting plays (to its end, by default)."""
         self.send(RemoteAnswered())
+
+    def ring(self, times: int = 1, caller: str | None = None) -> None:
+        for _ in range(times):
+            self.send(Ring(caller))
+
+    def call_for_code(self) -> None:
+        """A caller is answered and keys ``*`` during the greeting; what they heard is forgotten.
+
+        Then ``hear()`` starts at the code request, as it did before the mailbox answered calls.
+        """
+        auto, self.auto_finish = self.auto_finish, False
+        self.send(RemoteAnswered())
+        self.send(Digit("*", "remote"))
+        self.auto_finish = auto
+        greetings = [i for i, p in enumerate(self.heard) if p.startswith("greeting_")]
+        assert greetings, self.heard
+        del self.heard[greetings[-1]]
+        if self.auto_finish and self.playing is not None:
+            self.finish_prompt()
 
     def remote_hang_up(self) -> None:
         self.send(RemoteHangup())
@@ -131,7 +152,7 @@ class Phone:
                     for fragment in (
                         p.fragments
                         if isinstance(p, ComposedPrompt)
-                        else (p.prompt_id() if isinstance(p, SpokenDigit) else p,)
+                        else (p.prompt_id() if isinstance(p, SpokenDigit) else str(p),)
                     )
                 )
             case PlayTone(name=name):

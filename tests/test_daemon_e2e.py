@@ -83,6 +83,7 @@ def test_modify_then_remote_access_then_three_wrong_codes(daemon: DaemonProcess)
     events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end")  # the handset's
     mark = events.mark()
     assert daemon.sim("remote call") == "ok"
+    assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     assert daemon.sim("remote press 5827#") == "ok"
     assert events.wait_for(lambda e: e["type"] == "auth", after=mark)["result"] == "ok"
     events.wait_for(lambda e: e["type"] == "menu" and e["state"] == "main_menu", after=mark)
@@ -91,6 +92,7 @@ def test_modify_then_remote_access_then_three_wrong_codes(daemon: DaemonProcess)
 
     mark = events.mark()
     assert daemon.sim("remote call") == "ok"
+    assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     for wrong in ("1111", "2222", "3333"):
         assert daemon.sim(f"remote press {wrong}#") == "ok"
     last = events.wait_for(lambda e: e.get("id") == "code_too_many_failures", after=mark)
@@ -103,6 +105,7 @@ def test_modify_then_remote_access_then_three_wrong_codes(daemon: DaemonProcess)
     # During the cool-down a caller is not even asked for the code.
     mark = events.mark()
     assert daemon.sim("remote call") == "ok"
+    assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     events.wait_for(lambda e: e.get("id") == "code_too_many_failures", after=mark)
     events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end", after=mark)
     assert not events.of_type("auth", mark)
@@ -121,6 +124,7 @@ def test_advisor_reset_through_the_control_socket(daemon: DaemonProcess) -> None
     assert "reset" in daemon.ctl("audit 1")
     mark = events.mark()
     assert daemon.sim("remote call") == "ok"
+    assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     events.wait_for(lambda e: e.get("id") == "code_create_first", after=mark)
 
 
@@ -164,6 +168,7 @@ def test_a_failure_inside_a_call_ends_that_call_but_not_the_daemon(daemon) -> No
     daemon.state_file.write_text('{"mailbox": {"1": {"fail')  # the disk went bad under us
     events = daemon.events()
     assert daemon.sim("remote call") == "ok"
+    assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     assert daemon.sim(f"remote press {CODE}#") == "ok"  # counting the try must write: it fails
     end = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end")
     assert end["reason"] == "error"
@@ -221,6 +226,7 @@ def test_the_pcm_that_reached_alsa_is_the_prompts_in_order(tapped) -> None:
     start = tap.stat().st_size
     mark = events.mark()
     assert daemon.sim("remote call") == "ok"
+    assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     for wrong in ("1111", "2222", "3333"):
         # Key only once the box has finished talking: nothing is cut.
         events.wait_for(lambda e: e["type"] == "prompt_end", after=mark)

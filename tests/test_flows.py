@@ -14,6 +14,7 @@ from gatewayd.events import (
     PlaybackDone,
     RemoteAnswered,
     RemoteHangup,
+    StartRecording,
     StopAudio,
     TimerExpired,
 )
@@ -245,7 +246,7 @@ def test_protection_on_asks_the_code_from_the_fixed_line(phone: Phone, service) 
 
 def test_remote_access_with_the_right_code(phone: Phone, service) -> None:
     create_code(phone, "4931")
-    phone.call_in()
+    phone.call_for_code()
     assert phone.hear() == ["code_enter"]
     phone.press("4931#")
     assert phone.hear() == ["main_menu"]
@@ -254,7 +255,7 @@ def test_remote_access_with_the_right_code(phone: Phone, service) -> None:
 
 def test_remote_caller_can_never_create_or_modify(phone: Phone, service) -> None:
     create_code(phone, "4931")
-    phone.call_in()
+    phone.call_for_code()
     phone.press("4931#")
     phone.hear()
     phone.press("3")
@@ -264,14 +265,17 @@ def test_remote_caller_can_never_create_or_modify(phone: Phone, service) -> None
 
 
 def test_remote_call_with_no_code_is_told_to_create_one_first(phone: Phone) -> None:
-    phone.call_in()
-    assert phone.hear() == ["code_create_first"]
-    assert phone.hung_up
+    phone.call_for_code()
+    # DESIGN §1.3: a code must first be created from the fixed line; then on with the
+    # greeting: the beep, and the caller may leave a message.
+    assert phone.hear() == ["code_create_first", "beep"]
+    assert any(isinstance(a, StartRecording) for a in phone.actions)
+    assert not phone.hung_up
 
 
 def test_three_wrong_codes_end_the_remote_call(phone: Phone, service) -> None:
     create_code(phone, "4931")
-    phone.call_in()
+    phone.call_for_code()
     phone.hear()
     phone.press("1111#")
     assert phone.hear() == ["code_wrong", "code_enter"]
@@ -286,14 +290,14 @@ def test_three_wrong_codes_end_the_remote_call(phone: Phone, service) -> None:
 
 def test_cooldown_then_the_right_code_opens_access(phone: Phone, service, clock) -> None:
     create_code(phone, "4931")
-    phone.call_in()
+    phone.call_for_code()
     phone.press("1111#2222#3333#")
     phone.hung_up = False
-    phone.call_in()  # during the cool-down: not even asked
+    phone.call_for_code()  # during the cool-down: not even asked
     assert phone.hear()[-1] == "code_too_many_failures"
     assert phone.hung_up
     clock.advance(15 * 60)
-    phone.call_in()
+    phone.call_for_code()
     phone.press("4931#")
     assert phone.hear()[-1] == "main_menu"
     assert service.status().failures == 0
@@ -302,20 +306,20 @@ def test_cooldown_then_the_right_code_opens_access(phone: Phone, service, clock)
 def test_ten_wrong_codes_lock_until_reset(phone: Phone, service, clock) -> None:
     create_code(phone, "4931")
     for _ in range(3):
-        phone.call_in()
+        phone.call_for_code()
         phone.press("1111#2222#3333#")
         clock.advance(25 * 3600)
-    phone.call_in()
+    phone.call_for_code()
     phone.hear()
     phone.press("4444#")
     assert phone.hear() == ["code_wrong", "code_locked"]
     assert service.status().locked
-    phone.call_in()
+    phone.call_for_code()
     assert phone.hear() == ["code_locked"]
     service.reset("ctl")
     assert not service.status().code_set and service.status().failures == 0
-    phone.call_in()
-    assert phone.hear() == ["code_create_first"]
+    phone.call_for_code()
+    assert phone.hear() == ["code_create_first", "beep"]  # and the caller may leave a message
 
 
 def test_main_menu_1_says_there_are_no_messages(phone: Phone) -> None:
@@ -383,7 +387,7 @@ def test_a_non_digit_key_in_code_entry_is_a_bad_entry(phone: Phone, service, ent
 
 def test_a_wrong_length_code_check_is_not_counted(phone: Phone, service) -> None:
     create_code(phone, "4931")
-    phone.call_in()
+    phone.call_for_code()
     phone.hear()
     phone.press("493#")
     assert phone.hear() == ["code_bad_length", "code_enter"]

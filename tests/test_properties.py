@@ -493,7 +493,7 @@ class VoicemailMachine(RuleBasedStateMachine):
             for _ in range(guesses):
                 if self.service.status().cooldown_remaining_s:
                     self.wait(90000.0)
-                self.send(RemoteAnswered())
+                self.call_for_code()
                 self.key_code(wrong, True)
                 self.send(RemoteHangup())
             assert Disk.read(self.path).failures == guesses
@@ -529,12 +529,20 @@ class VoicemailMachine(RuleBasedStateMachine):
             event("hang-up at the code check")
         self.send(OnHook())
 
-    @rule(finish=FINISH, ring=st.booleans())
-    def call_in(self, finish: bool, ring: bool) -> None:
-        """A remote call is answered (busy lines hang it up)."""
+    @rule(finish=FINISH, ring=st.booleans(), star=st.booleans())
+    def call_in(self, finish: bool, ring: bool, star: bool) -> None:
+        """A remote call is answered (busy lines hang it up); ``*`` in the greeting: the code."""
         if ring:
             self.send(Ring())
-        self.send(RemoteAnswered(), finish)
+        self.send(RemoteAnswered(), finish and not star)
+        if star and self.ivr.party == "remote":
+            self.send(Digit("*", "remote"), finish)
+
+    def call_for_code(self) -> None:
+        """A caller is answered and keys ``*`` during the greeting: the code is asked."""
+        self.send(RemoteAnswered(), False)
+        if self.ivr.party == "remote":
+            self.send(Digit("*", "remote"))
 
     @rule()
     def remote_hang_up(self) -> None:
@@ -559,8 +567,8 @@ class VoicemailMachine(RuleBasedStateMachine):
 
     @rule(choices=st.lists(CODE_CHOICES, min_size=1, max_size=3))
     def remote_guesses(self, choices: list[str]) -> None:
-        """An attacker's call: answer, then codes one after the other."""
-        self.send(RemoteAnswered())
+        """An attacker's call: answer, ``*`` in the greeting, then codes one after the other."""
+        self.call_for_code()
         for choice in choices:
             self.key_code(choice, True)
 

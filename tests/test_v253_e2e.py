@@ -107,10 +107,13 @@ def test_a_code_created_on_the_handset_then_a_remote_caller_keys_three_wrong_cod
     assert sim.aborted_playbacks  # the keys cut the dial tone and the menus (barge-in)
     assert json.loads(daemon.ctl("status --json"))["code_set"] is True
 
-    # A remote caller: rings, is answered, hears code_enter, keys three wrong codes.
+    # A remote caller: rings, is answered, keys * in the greeting, hears code_enter, keys
+    # three wrong codes.
     mark = events.mark()
     sim.ring()
     events.wait_for(lambda e: e["type"] == "call" and e["party"] == "remote", after=mark)
+    events.wait_for(lambda e: e.get("id") == "greeting_standard", after=mark)
+    sim.press("*")
     events.wait_for(lambda e: e.get("id") == "code_enter", after=mark)
     events.wait_for(lambda e: e["type"] == "prompt_end", after=mark)
     assert sim.playbacks[-1] == heard("code_enter")
@@ -154,6 +157,8 @@ def test_an_unplugged_modem_is_reported_and_the_box_takes_calls_again_once_replu
     mark = events.mark()
     sim.ring()
     events.wait_for(lambda e: e["type"] == "call" and e["state"] == "start", after=mark)
+    events.wait_for(lambda e: e.get("id") == "greeting_standard", after=mark)
+    sim.press("*")
     events.wait_for(lambda e: e.get("id") == "code_create_first", after=mark)
     sim.remote_hangup()
     hangup = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end", after=mark)

@@ -23,6 +23,11 @@ class Keys:
     confirm_retry: str = "2"
     back: str = "*"
     end_entry: str = "#"
+    #: During the greeting: skip to the beep, or ask for the code (DESIGN §7.1).
+    greeting_skip: str = "#"
+    greeting_code: str = "*"
+    #: While recording a message: end it.
+    end_recording: str = "#"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,23 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Mailbox:
+    """The answering machine (``[voicemail.mailbox]``), DESIGN.md §7."""
+
+    #: Rings before the box answers an unanswered trunk call (about 25 s on the French cadence).
+    answer_after_rings: int = 5
+    #: Continuous silence that ends a message.
+    max_silence_s: float = 10.0
+    max_message_s: float = 180.0
+    #: Messages shorter than this after trimming are discarded (a hang-up after the beep).
+    min_message_s: float = 2.0
+    max_messages: int = 30
+    max_total_s: float = 3600.0
+    greeting_max_s: float = 60.0
+    timezone: str = "Europe/Paris"
+
+
+@dataclass(frozen=True)
 class VoicemailConfig:
     """Everything the IVR and the policy need from a profile's ``[voicemail]`` section."""
 
@@ -73,5 +95,6 @@ class VoicemailConfig:
     #: Whether key ``1`` of the main menu reaches a mailbox (listen to messages).
     mailbox_exists: bool = True
     keys: Keys = field(default_factory=Keys)
+    mailbox: Mailbox = field(default_factory=Mailbox)
     timeouts: Timeouts = field(default_factory=Timeouts)
     policy: Policy = field(default_factory=Policy)

@@ -42,6 +42,14 @@ class State(StrEnum):
     CODE_CONFIRM = "code_confirm"
     #: A last prompt plays, then the call ends.
     ENDING = "ending"
+    #: A trunk call rings the handset; the box answers after ``answer_after_rings``.
+    RINGING = "ringing"
+    #: The subscriber lifted the handset during the rings: the call is theirs, the box is out.
+    TAKEN = "taken"
+    #: The box answered: the greeting plays (``#`` to the beep, ``*`` for the code).
+    GREETING = "greeting"
+    #: The beep, then the caller's message is recorded.
+    RECORDING = "recording"
 
 
 class Cond(StrEnum):
@@ -51,6 +59,7 @@ class Cond(StrEnum):
     LOCAL = "own handset only"
     CODE_SET = "a code is set"
     NO_CODE = "no code yet"
+    OWN_GREETING = "own greeting recorded"
 
 
 class Do(StrEnum):
@@ -64,12 +73,25 @@ class Do(StrEnum):
     RETRY_CODE = "key another code"
     CHECK_CODE = "check the code"
     NEW_CODE = "read the new code back"
+    BEEP = "skip to the beep"
+    ASK_CODE = "ask for the code"
+    END_RECORDING = "end the message"
 
 
 class Timeout(StrEnum):
     """What a menu does when no key comes in ``timeouts.menu`` seconds."""
 
     REPLAY = "replayed, then goodbye"
+    #: No menu timer: what plays (greeting) or records leads on by itself.
+    NONE = "goes on when the prompt or the recording ends"
+
+
+class OtherKeys(StrEnum):
+    """What a key that selects no option does."""
+
+    INVALID = "invalid-key prompt, menu again"
+    #: Ignored without a sound and without cutting the prompt (garbage during a greeting).
+    IGNORED = "ignored"
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,7 @@ class Option:
     """
 
     key: str
-    say: str
+    say: str | None
     go: State | None = None
     do: Do | None = None
     when: Cond | None = None
@@ -115,6 +137,9 @@ class Menu:
     #: The phrase announcing the back key, when the menu announces it.
     back_say: str | None = None
     on_timeout: Timeout = Timeout.REPLAY
+    #: False for key tables that say nothing of their own (greeting, recording): no back key.
+    announced: bool = True
+    other_keys: OtherKeys = OtherKeys.INVALID
 
 
 @dataclass(frozen=True)
@@ -193,6 +218,30 @@ MENUS: dict[State, Menu] = {
         ),
         back=State.CODE_MENU,
     ),
+    State.GREETING: Menu(
+        State.GREETING,
+        variants=(
+            Variant("greeting_own", when=Cond.OWN_GREETING),
+            Variant("greeting_standard"),
+        ),
+        options=(
+            Option("greeting_skip", None, do=Do.BEEP),
+            Option("greeting_code", None, do=Do.ASK_CODE),
+        ),
+        back=None,
+        on_timeout=Timeout.NONE,
+        announced=False,
+        other_keys=OtherKeys.IGNORED,
+    ),
+    State.RECORDING: Menu(
+        State.RECORDING,
+        variants=(Variant("beep"),),
+        options=(Option("end_recording", None, do=Do.END_RECORDING),),
+        back=None,
+        on_timeout=Timeout.NONE,
+        announced=False,
+        other_keys=OtherKeys.IGNORED,
+    ),
 }
 
 ENTRIES: dict[State, Entry] = {
@@ -225,6 +274,9 @@ LEADS_TO: dict[Do, tuple[State, ...]] = {
     Do.RETRY_CODE: (State.CODE_ENTRY,),
     Do.CHECK_CODE: (State.MAIN_MENU, State.CODE_CHECK, State.ENDING),
     Do.NEW_CODE: (State.CODE_CONFIRM, State.CODE_ENTRY, State.CODE_MENU),
+    Do.BEEP: (State.RECORDING, State.ENDING),
+    Do.ASK_CODE: (State.CODE_CHECK, State.RECORDING, State.ENDING),
+    Do.END_RECORDING: (State.RECORDING, State.ENDING),
 }
 
 #: States in which keys may be code digits: events show them as "masked". The ending
@@ -270,7 +322,7 @@ def menu_prompt(menu: Menu, keys: Keys, facts: frozenset[Cond]) -> ComposedPromp
     sentences = [
         (option.say, PRESS, key_fragment(getattr(keys, option.key)))
         for option in menu.options
-        if option_applies(option, facts)
+        if option.say is not None and option_applies(option, facts)
     ]
     if menu.back_say is not None:
         sentences.append((menu.back_say, PRESS, key_fragment(keys.back)))
@@ -316,6 +368,8 @@ def announcements(keys: Keys) -> dict[str, ComposedPrompt]:
         if Cond.LOCAL not in facts or Cond.MAILBOX not in facts:
             continue  # the own handset of a box with a mailbox hears every option
         for menu in MENUS.values():
+            if not menu.announced:
+                continue
             prompt = menu_prompt(menu, keys, facts)
             found.setdefault(prompt.id, prompt)
     for entry in ENTRIES.values():

@@ -24,7 +24,10 @@ ENTRY_POINTS = (
     ("call", "handset off-hook", State.DIALING, "dial tone"),
     (State.DIALING, "dial the access number", State.MAIN_MENU, "fixed-line code off"),
     (State.DIALING, "dial the access number", State.CODE_CHECK, "fixed-line code on"),
-    ("call", "remote call answered", State.CODE_CHECK, "a code is set"),
+    ("call", "trunk call rings", State.RINGING, "the handset rings"),
+    (State.RINGING, "handset lifted", State.TAKEN, "the subscriber has the call"),
+    (State.RINGING, "answer_after_rings rings", State.GREETING, "the box answers"),
+    (State.GREETING, "greeting ends", State.RECORDING, "beep; mailbox full: goodbye"),
 )
 
 
@@ -52,7 +55,8 @@ def edges(keys: Keys) -> list[tuple[State, str, State, str]]:
             key = getattr(keys, option.key)
             for target in _targets(option):
                 found.append((menu.state, key, target, _option_label(option, key)))
-        found.append((menu.state, keys.back, menu.back or menu.state, f"{keys.back}: back"))
+        if menu.announced:
+            found.append((menu.state, keys.back, menu.back or menu.state, f"{keys.back}: back"))
     for entry in ENTRIES.values():
         for target in LEADS_TO[entry.submit]:
             found.append(
@@ -80,8 +84,10 @@ def _text_menu(menu: Menu, keys: Keys) -> list[str]:
         if option.when is not None:
             cond = f"  [{option.when}" + (f"; else «{option.refused}»]" if option.refused else "]")
         lines.append(f"  {key}  {what} -> {target}{cond}")
-    back = menu.back or menu.state
-    lines.append(f"  {keys.back}  back -> {back}")
+    if menu.announced:
+        lines.append(f"  {keys.back}  back -> {menu.back or menu.state}")
+    else:
+        lines.append(f"  other keys: {menu.other_keys}")
     return lines
 
 
@@ -100,7 +106,7 @@ def render_text(keys: Keys, title: str = "") -> str:
     """The call flow as indented text, one block per menu."""
     lines = [f"call flow of 3103{f' ({title})' if title else ''}", ""]
     for source, what, target, when in ENTRY_POINTS:
-        lines.append(f"{source}: {what} -> {target} ({when})")
+        lines.append(f"{source} -> {target}: {what} ({when})")
     lines.append("")
     for menu in MENUS.values():
         lines.extend(_text_menu(menu, keys))

@@ -27,10 +27,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gatewayd.errors import PolicyError
 from gatewayd.events import (
     Action,
+    Answer,
     CancelTimer,
     Digit,
     Flash,
@@ -40,17 +42,22 @@ from gatewayd.events import (
     Notify,
     OffHook,
     OnHook,
+    OwnGreeting,
     Party,
     Play,
     PlaybackDone,
     PlayTone,
     PromptRef,
+    RecordingEnded,
     RemoteAnswered,
     RemoteHangup,
     Ring,
+    RingStation,
     SpokenDigit,
+    StartRecording,
     StartTimer,
     StopAudio,
+    StopRecording,
     TimerExpired,
 )
 from gatewayd.voicemail.codes import CODE_LENGTH
@@ -64,6 +71,7 @@ from gatewayd.voicemail.flow import (
     Entry,
     Menu,
     Option,
+    OtherKeys,
     State,
     bad_length_prompt,
     choose,
@@ -112,7 +120,55 @@ class NewCode:
     pending: str = field(default="", repr=False)
 
 
-Flow = Dialing | CodeCheck | NewCode
+@dataclass
+class Incoming:
+    """A trunk call before it is answered: its rings and caller ID."""
+
+    caller: str | None = field(default=None, repr=False)
+    rings: int = 0
+
+
+@dataclass
+class Message:
+    """A caller leaving a message: the greeting, the beep, the recording."""
+
+    caller: str | None = field(default=None, repr=False)
+    recording: bool = False
+
+
+Flow = Dialing | CodeCheck | NewCode | Incoming | Message
+
+
+class MailboxView(Protocol):
+    """What the call flow needs to know of the mailbox (the daemon adapts the message store)."""
+
+    def new_count(self) -> int:
+        """New (unheard) messages."""
+        ...
+
+    def is_full(self) -> bool:
+        """Whether a new message would exceed the quota (count or total time)."""
+        ...
+
+    def has_greeting(self) -> bool:
+        """Whether the subscriber recorded their own greeting."""
+        ...
+
+
+class NoMailbox:
+    """A mailbox with nothing in it (tests and boxes without a message store)."""
+
+    def new_count(self) -> int:
+        """None."""
+        return 0
+
+    def is_full(self) -> bool:
+        """Never."""
+        return False
+
+    def has_greeting(self) -> bool:
+        """No own greeting."""
+        return False
 
 
 @dataclass
@@ -137,9 +193,11 @@ class Ivr:
         service: SecretCodeService,
         config: VoicemailConfig,
         clock: Callable[[], float],
+        mailbox: MailboxView | None = None,
     ) -> None:
         self._service = service
         self._config = config
+        self._mailbox: MailboxView = mailbox or NoMailbox()
         self._keys = config.keys
         self._timeouts = config.timeouts
         self._clock = clock
@@ -155,6 +213,9 @@ class Ivr:
             Do.TOGGLE_PROTECTION: self._toggle_protection,
             Do.KEEP_CODE: self._keep_code,
             Do.RETRY_CODE: self._retry_code,
+            Do.BEEP: self._skip_to_beep,
+            Do.ASK_CODE: self._ask_code,
+            Do.END_RECORDING: self._end_recording,
         }
 
     # --- what the outside may look at ------------------------------------------
@@ -186,6 +247,8 @@ class Ivr:
             facts.add(Cond.LOCAL)
         if self._config.mailbox_exists:
             facts.add(Cond.MAILBOX)
+        if self._mailbox.has_greeting():
+            facts.add(Cond.OWN_GREETING)
         return frozenset(facts)
 
     # --- the engine --------------------------------------------------------------
@@ -213,15 +276,14 @@ class Ivr:
                 LOGGER.debug("flash ignored by the voicemail service")
             case Digit(key=key, party=party):
                 self._on_key(key, party)
-            case Ring():
-                pass  # the line driver answers; the session starts at RemoteAnswered
+            case Ring(caller=caller):
+                self._on_ring(caller)
             case RemoteAnswered():
                 self._on_remote_answered()
             case RemoteHangup():
-                if self._call and self._call.party == "remote":
-                    self._notify(type="hook", party="remote", state="on")
-                    self._out.append(StopAudio())
-                    self._end_call(reason="hangup")
+                self._on_remote_hangup()
+            case RecordingEnded():
+                self._on_recording_ended(event)
             case LineFault(reason=reason):
                 LOGGER.error("line fault: %s", reason)
                 if self._call:
@@ -239,12 +301,21 @@ class Ivr:
             return  # off-hook twice: nothing new
         self._handset_off = True
         self._notify(type="hook", party="handset", state="off")
-        if self._call is not None:
+        call = self._call
+        if call is not None and call.state is State.RINGING:
+            # The subscriber picks up: the call is theirs, the box stays out (no recording).
+            self._out.append(RingStation(on=False))
+            call.state = State.TAKEN
+            call.flow = None
+            self._notify(type="call", party="remote", state="start", by="handset")
+            return
+        if call is not None:
             LOGGER.info("handset lifted during a remote call; ignored by the service")
             return
         self._call = _Call(party="handset", state=State.DIALING, flow=Dialing())
         self._notify(type="call", party="handset", state="start")
-        self._tone("dial")
+        # Message waiting (DESIGN §7.5): a stuttered dial tone while new messages wait.
+        self._tone("mwi" if self._mailbox.new_count() > 0 else "dial")
         self._start_timer(DIAL_TIMER, self._timeouts.first_digit)
 
     def _on_on_hook(self) -> None:
@@ -252,18 +323,59 @@ class Ivr:
             return
         self._handset_off = False
         self._notify(type="hook", party="handset", state="on")
-        if self._call is not None and self._call.party == "handset":
+        call = self._call
+        if call is not None and call.state is State.TAKEN:
+            self._out.append(Hangup())  # the subscriber ends the trunk call they took
+            self._end_call(reason="hangup")
+        elif call is not None and call.party == "handset":
             self._out.append(StopAudio())
             self._end_call(reason="hangup")
 
+    def _on_ring(self, caller: str | None) -> None:
+        call = self._call
+        if call is None:
+            if self._handset_off:
+                return  # off-hook with no call cannot last; the next ring finds the line free
+            call = self._call = _Call(party="remote", state=State.RINGING, flow=Incoming())
+            self._out.append(RingStation(on=True))
+        elif call.state is not State.RINGING:
+            if call.party == "handset":
+                LOGGER.info("trunk call while the handset is busy: refusing it")
+                self._out.append(Hangup())
+            return
+        incoming = call.flow
+        assert isinstance(incoming, Incoming)
+        incoming.rings += 1
+        if caller is not None:
+            incoming.caller = caller
+        if incoming.rings >= self._config.mailbox.answer_after_rings:
+            self._out.append(RingStation(on=False))
+            self._out.append(Answer())
+
     def _on_remote_answered(self) -> None:
-        if self._call is not None:
+        call = self._call
+        if call is not None and call.state is not State.RINGING:
             LOGGER.info("remote call while the line is busy: hanging it up")
             self._out.append(Hangup())
             return
+        caller = call.flow.caller if call and isinstance(call.flow, Incoming) else None
         self._call = _Call(party="remote")
         self._notify(type="call", party="remote", state="start")
-        self._enter_code_check()
+        self._greet(caller)
+
+    def _on_remote_hangup(self) -> None:
+        call = self._call
+        if call is None or call.party != "remote":
+            return
+        if call.state is State.RINGING:
+            self._out.append(RingStation(on=False))  # the caller gave up before the answer
+            self._end_call(reason="caller_gave_up")
+            return
+        self._notify(type="hook", party="remote", state="on")
+        self._out.append(StopAudio())
+        if isinstance(call.flow, Message) and call.flow.recording:
+            self._out.append(StopRecording("hangup"))  # what was said is kept
+        self._end_call(reason="hangup")
 
     def _end_call(self, reason: str) -> None:
         call = self._call
@@ -281,8 +393,15 @@ class Ivr:
         if call is None or call.party != party:
             return  # key while on-hook, or from a party not in the call
         self._notify(type="key", party=party, key="masked" if call.state in SECRET_STATES else key)
-        if call.state in (State.DEAD, State.ENDING, State.IDLE):
+        if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
+        menu = MENUS.get(call.state)
+        if (
+            menu is not None
+            and menu.other_keys is OtherKeys.IGNORED
+            and choose(menu, key, self._keys, self.facts()) is None
+        ):
+            return  # garbage during a greeting or a message: not even a barge-in
         if call.play_id is not None or call.tone:
             # Barge-in: the key stops the prompt (or dial tone) at once and is acted on.
             self._out.append(StopAudio())
@@ -314,11 +433,11 @@ class Ivr:
 
     def _menu_key(self, call: _Call, menu: Menu, key: str) -> None:
         call.replays = 0
-        if key == self._keys.back:
-            self._enter_menu(menu.back or menu.state)
-            return
         facts = self.facts()
         option = choose(menu, key, self._keys, facts)
+        if option is None and key == self._keys.back and menu.announced:
+            self._enter_menu(menu.back or menu.state)
+            return
         if option is None:
             self._announce(("invalid_key",), then=menu.state)
         elif option.when is not None and option.when not in facts:
@@ -375,8 +494,8 @@ class Ivr:
         call = self._require_call()
         access = self._service.access()
         if access is Access.NO_CODE:
-            if call.party == "remote":
-                return self._finish(("code_create_first",))
+            if call.party == "remote":  # then on with the greeting: the beep, the message
+                return self._beep(("code_create_first",))
             return self._enter_menu(State.MAIN_MENU)  # protection without a code cannot stand
         if access is Access.LOCKED:
             self._notify(type="lock")
@@ -454,6 +573,84 @@ class Ivr:
 
     def _listen(self, call: _Call) -> None:
         self._announce(("no_messages",), then=State.MAIN_MENU)
+
+    # --- leaving a message (DESIGN §7.1) ------------------------------------------------
+
+    def _greeting(self) -> tuple[PromptRef, ...]:
+        if Cond.OWN_GREETING in self.facts():
+            return (OwnGreeting(),)
+        number = self._config.line_number
+        if number:
+            spoken = tuple(f"digit_{d}" for d in number if d.isdigit())
+            return ("greeting_number", *spoken, "greeting_leave")
+        return ("greeting_standard",)
+
+    def _greet(self, caller: str | None) -> None:
+        call = self._require_call()
+        call.state = State.GREETING
+        call.flow = Message(caller=caller)
+        self._notify(type="menu", state=str(State.GREETING))
+        if self._mailbox.is_full():
+            # Full: the greeting, "la messagerie ... est pleine", and the call ends, no beep.
+            self._play((*self._greeting(), "mailbox_full"), then=self._after_finish)
+        else:
+            self._play(self._greeting(), then=self._beep)
+
+    def _skip_to_beep(self, call: _Call) -> None:
+        if self._mailbox.is_full():
+            return self._finish(("mailbox_full",))
+        self._beep()
+
+    def _ask_code(self, call: _Call) -> None:
+        self._enter_code_check()
+
+    def _beep(self, before: tuple[PromptRef, ...] = ()) -> None:
+        call = self._require_call()
+        if not isinstance(call.flow, Message):
+            call.flow = Message()
+        if self._mailbox.is_full():
+            return self._finish((*before, "mailbox_full"))
+        call.state = State.RECORDING
+        self._notify(type="menu", state=str(State.RECORDING))
+        self._play((*before, "beep"), then=self._record)
+
+    def _record(self) -> None:
+        call = self._require_call()
+        message = call.flow
+        assert isinstance(message, Message)
+        message.recording = True
+        box = self._config.mailbox
+        self._out.append(
+            StartRecording(
+                kind="message",
+                max_s=box.max_message_s,
+                silence_s=box.max_silence_s,
+                min_s=box.min_message_s,
+                caller=message.caller,
+            )
+        )
+
+    def _end_recording(self, call: _Call) -> None:
+        message = call.flow
+        assert isinstance(message, Message)
+        if message.recording:
+            self._out.append(StopRecording("key"))  # RecordingEnded follows
+        else:
+            self._finish(("goodbye",))  # '#' during the beep: nothing was said
+
+    def _on_recording_ended(self, ended: RecordingEnded) -> None:
+        call = self._call
+        if call is None or call.state is not State.RECORDING:
+            return  # the caller hung up: the message is kept (or not) all the same
+        assert isinstance(call.flow, Message)
+        call.flow.recording = False
+        if ended.reason == "max_length":
+            last: tuple[PromptRef, ...] = ("message_max_length", "goodbye")
+        elif ended.kept:
+            last = ("message_recorded", "goodbye")
+        else:
+            last = ("goodbye",)
+        self._finish(last)
 
     # --- menus, prompts and timers ---------------------------------------------------
 
