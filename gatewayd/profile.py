@@ -7,6 +7,13 @@ and ``hw_profiles/README.md``'s tables (``python -m gatewayd.profile --readme``)
 all come from those declarations. Every problem is a
 :class:`~gatewayd.errors.ProfileError` naming the file, the key as a dotted path
 (``line.pins.shk``) and what was expected; all problems of a file at once.
+
+Adding a table (e.g. ``[usp]``): declare a frozen dataclass whose fields are
+:func:`~gatewayd.schema.setting` calls (rules between keys go in a ``check``
+method), then add its name to ``_SECTIONS``, a field to :class:`Profile`, a
+``read(root.child_or_empty("usp"), UspSection)`` in ``_build_profile`` and an
+entry in ``README_TABLES`` (plus ``<!-- schema:usp --><!-- /schema -->`` in the
+README, filled by ``python -m gatewayd.profile --readme``).
 """
 
 from __future__ import annotations
@@ -316,6 +323,12 @@ class ToneSection:
         "level of each frequency, in dB relative to full scale; several frequencies must not "
         "add up above 0 dBFS",
         DEFAULT_LEVEL_DBFS,
+    )
+    repeats: int = setting(
+        Int(minimum=0),
+        "times the cadence plays before the tone stays on; `0` repeats it forever "
+        "(message waiting, `mwi`: `cadence = [0.1, 0.1]`, `repeats = 6`)",
+        0,
     )
 
     def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:

@@ -25,6 +25,7 @@ from gatewayd.profile import (
     shipped_profile_names,
 )
 from gatewayd.profile import main as profile_main
+from gatewayd.tones import TonePlan
 from gatewayd.voicemail.config import Keys, Mailbox, Policy, Timeouts, VoicemailConfig
 
 
@@ -781,6 +782,13 @@ def test_shipped_profiles_set_the_ring_count_in_the_mailbox(
 
 
 def test_a_message_waiting_tone_can_be_given(tmp_path: Path) -> None:
-    # DESIGN §7.5: France's message-waiting tone is 440 Hz, 100 ms on / 100 ms off.
-    path = write(tmp_path, SIM_HEAD + "[tones.mwi]\nfrequencies = [440]\ncadence = [0.1, 0.1]\n")
-    assert load_profile(str(path)).tones == {"mwi": {"frequencies": [440.0], "cadence": [0.1, 0.1]}}
+    # DESIGN §7.5: 440 Hz, 100 ms on / 100 ms off six times, then continuous.
+    mwi = "[tones.mwi]\nfrequencies = [440]\ncadence = [0.1, 0.1]\nrepeats = 6\n"
+    profile = load_profile(str(write(tmp_path, SIM_HEAD + mwi)))
+    assert profile.tones == {"mwi": {"frequencies": [440.0], "cadence": [0.1, 0.1], "repeats": 6}}
+    # What the daemon does with it: the tone module reads the same table.
+    tone = TonePlan.from_mapping(profile.tones, str(profile.source))["mwi"]
+    assert (tone.cadence, tone.repeats) == (((0.1, 0.1),), 6)
+
+    path = write(tmp_path, SIM_HEAD + mwi.replace("repeats = 6", "repeats = -1"), "bad.toml")
+    assert problem(path) == f"{path}: tones.mwi.repeats: expected an integer >= 0, got integer -1"
