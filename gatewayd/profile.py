@@ -145,6 +145,20 @@ class SlicPins:
         _PIN, "DTMF decoder code bit 3", None, default_doc="required with `mt8870`"
     )
 
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """Each pin is wired to one signal."""
+        used_by: dict[int, str] = {}
+        for field_ in dataclasses.fields(self):
+            number = getattr(self, field_.name)
+            if number in used_by:
+                yield (
+                    field_.name,
+                    f"pin {number} is already used by {key(used_by[number])}; "
+                    "each pin may be used once",
+                )
+            elif number is not None:
+                used_by[number] = field_.name
+
 
 #: SLIC and MT8870 signals, in the order of ``[line.pins]``.
 PIN_NAMES: Final = keys_of(SlicPins)
@@ -608,29 +622,9 @@ def _slic(table: Table) -> SlicSection | None:
     required = PIN_NAMES if dtmf == "mt8870" else SLIC_PIN_NAMES
 
     def pins(pins_table: Table) -> SlicPins | None:
-        return _unique_pins(
-            pins_table,
-            read(pins_table, SlicPins, kinds=dict.fromkeys(PIN_NAMES, kind), required=required),
-        )
+        return read(pins_table, SlicPins, kinds=dict.fromkeys(PIN_NAMES, kind), required=required)
 
     return read(table, SlicSection, subtables={"pins": pins}, check_keys=False)
-
-
-def _unique_pins(table: Table, pins: SlicPins | None) -> SlicPins | None:
-    """``pins`` if each is used once; else None and a problem naming both keys."""
-    used_by: dict[int, str] = {}
-    for name in PIN_NAMES if pins is not None else ():
-        number = getattr(pins, name)
-        if number in used_by:
-            table.problems.add(
-                table.key(name),
-                f"pin {number} is already used by {table.key(used_by[number])}; "
-                "each pin may be used once",
-            )
-            return None
-        if number is not None:
-            used_by[number] = name
-    return pins
 
 
 def _audio(table: Table, driver: Driver | None, line: LineSection | None) -> AudioSection | None:
