@@ -1,32 +1,69 @@
 """Hardware profiles: one TOML file per board, validated once at load (DESIGN.md §4).
 
 ``load_profile("sim")`` or ``load_profile("./board.toml")`` returns a frozen
-:class:`Profile`. Every problem found is a :class:`~gatewayd.errors.ProfileError`
-whose message names the file, the key as a dotted path (``line.pins.shk``) and
-what was expected; all problems of a file are reported at once. Every key is
-documented in ``hw_profiles/README.md``.
+:class:`Profile`. Each table is a dataclass whose keys are declared once, with
+kind, default and doc line (:mod:`gatewayd.schema`): the validator, the defaults
+and ``hw_profiles/README.md``'s tables (``python -m gatewayd.profile --readme``)
+all come from those declarations. Every problem is a
+:class:`~gatewayd.errors.ProfileError` naming the file, the key as a dotted path
+(``line.pins.shk``) and what was expected; all problems of a file at once.
+
+Adding a table (e.g. ``[usp]``): declare a frozen dataclass whose fields are
+:func:`~gatewayd.schema.setting` calls (rules between keys go in a ``check``
+method), then add its name to ``_SECTIONS``, a field to :class:`Profile`, a
+``read(root.child_or_empty("usp"), UspSection)`` in ``_build_profile`` and an
+entry in ``README_TABLES`` (plus ``<!-- schema:usp --><!-- /schema -->`` in the
+README, filled by ``python -m gatewayd.profile --readme``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
-import math
 import re
 import tomllib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 from gatewayd.errors import ProfileError
 from gatewayd.paths import shipped_profiles_dir
-from gatewayd.voicemail.config import Keys, Policy, Timeouts, VoicemailConfig
+from gatewayd.schema import (
+    Bool,
+    Int,
+    Problems,
+    Real,
+    Reals,
+    Table,
+    Text,
+    declared,
+    describe,
+    given,
+    group,
+    keys_of,
+    quoted,
+    read,
+    render_table,
+    setting,
+    subtable,
+)
+from gatewayd.tones import DEFAULT_LEVEL_DBFS
+from gatewayd.voicemail.config import (
+    LANGUAGES,
+    TONE_PLANS,
+    Keys,
+    Mailbox,
+    Policy,
+    Timeouts,
+    VoicemailConfig,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+__all__ = ["LANGUAGES", "TONE_PLANS"]  # re-exported: they used to live here
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,13 +78,6 @@ GPIO_BACKENDS: Final[tuple[GpioBackend, ...]] = ("rpi", "gpiod", "fake")
 DTMF_SOURCES: Final[tuple[DtmfSource, ...]] = ("mt8870", "inband")
 MODEM_FAMILIES: Final[tuple[ModemFamily, ...]] = ("generic", "usr5637", "conexant")
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error")
-LANGUAGES: Final = ("fr", "en")
-#: Tone plans gatewayd.tones provides (TonePlan.france()); add a name here with its plan.
-TONE_PLANS: Final = ("fr",)
-#: SLIC and MT8870 signals, in the order of ``[line.pins]``.
-PIN_NAMES: Final = ("shk", "rm", "fr", "std", "q1", "q2", "q3", "q4")
-#: The SLIC's own signals, needed whatever decodes DTMF.
-SLIC_PIN_NAMES: Final = ("shk", "rm", "fr")
 #: The ALSA "device" name meaning "audio goes through the voice modem (+VTX)".
 MODEM_AUDIO: Final = "modem"
 
@@ -56,26 +86,28 @@ HARDWARE_STATE_DIR: Final = "/var/lib/gatewayd"
 
 # RPi.GPIO in BCM mode: the 40-pin header carries GPIO 0-27.
 _RPI_MAX_BCM: Final = 27
-# Python toggles F/R itself while ringing: real ring currents are 16-50 Hz, and
-# much above 100 Hz the toggling thread cannot keep time.
-_RING_HZ_RANGE: Final = (10.0, 100.0)
 # Tones are synthesised for 8 kHz telephone audio (gatewayd.tones): below Nyquist.
 _TONE_MAX_HZ: Final = 4000.0
-_SCRYPT_MIN_N: Final = 2**10
-
-_DIGITS = re.compile(r"[0-9]+")
 _TONE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_SERIAL = "a serial device path, e.g. {}"
+_ALSA = Text(what="an ALSA device name", allow_empty=False)
 
 
-# --- the profile -------------------------------------------------------------
+# --- the tables, each key declared once ------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BoardSection:
     """``[board]``: which board this profile describes."""
 
-    name: str
-    notes: str = ""
+    name: str = setting(
+        Text(what="a non-empty string", allow_empty=False),
+        "the board's name, shown by `selftest` and in logs",
+    )
+    notes: str = setting(Text(), "free text for technicians (parts, revision, quirks)", "")
+
+
+_PIN = Int(minimum=0)
 
 
 @dataclass(frozen=True)
@@ -86,90 +118,276 @@ class SlicPins:
     with ``dtmf = "inband"`` there may be no decoder, and absent ones are None.
     """
 
-    shk: int
-    rm: int
-    fr: int
-    std: int | None = None
-    q1: int | None = None
-    q2: int | None = None
-    q3: int | None = None
-    q4: int | None = None
+    shk: int = setting(_PIN, "SLIC switch-hook output (input to us)")
+    rm: int = setting(_PIN, "SLIC ring mode (output: high only while ringing)")
+    fr: int = setting(
+        _PIN, "SLIC forward/reverse (output: toggled at `ring_frequency_hz` while ringing)"
+    )
+    std: int | None = setting(
+        _PIN,
+        'DTMF decoder "delayed steering" (input: a key is valid on its rising edge)',
+        None,
+        default_doc="required with `mt8870`",
+    )
+    q1: int | None = setting(
+        _PIN,
+        "DTMF decoder code bit 0 (input; read on the StD edge)",
+        None,
+        default_doc="required with `mt8870`",
+    )
+    q2: int | None = setting(
+        _PIN, "DTMF decoder code bit 1", None, default_doc="required with `mt8870`"
+    )
+    q3: int | None = setting(
+        _PIN, "DTMF decoder code bit 2", None, default_doc="required with `mt8870`"
+    )
+    q4: int | None = setting(
+        _PIN, "DTMF decoder code bit 3", None, default_doc="required with `mt8870`"
+    )
+
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """Each pin is wired to one signal."""
+        used_by: dict[int, str] = {}
+        for field_ in dataclasses.fields(self):
+            number = getattr(self, field_.name)
+            if number in used_by:
+                yield (
+                    field_.name,
+                    f"pin {number} is already used by {key(used_by[number])}; "
+                    "each pin may be used once",
+                )
+            elif number is not None:
+                used_by[number] = field_.name
+
+
+#: SLIC and MT8870 signals, in the order of ``[line.pins]``.
+PIN_NAMES: Final = keys_of(SlicPins)
+#: The SLIC's own signals, needed whatever decodes DTMF.
+SLIC_PIN_NAMES: Final = ("shk", "rm", "fr")
 
 
 @dataclass(frozen=True)
 class HookTiming:
     """On-hook break classifier thresholds in ms: bounce < pulse < flash < hang-up."""
 
-    bounce_ms: int = 25
-    pulse_max_ms: int = 90
-    flash_max_ms: int = 900
+    bounce_ms: int = setting(
+        Int(minimum=1, unit="ms"), "an on-hook break shorter than this is contact bounce", 25
+    )
+    pulse_max_ms: int = setting(
+        Int(minimum=1, unit="ms"), "a break up to this long is a dial pulse", 90
+    )
+    flash_max_ms: int = setting(
+        Int(minimum=1, unit="ms"),
+        "a break up to this long is a flash (register recall); longer is a hang-up",
+        900,
+    )
+
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """The classifier needs bounce < pulse < flash, else a break has two meanings."""
+        rule = "the thresholds must increase: bounce_ms < pulse_max_ms < flash_max_ms"
+        if self.pulse_max_ms <= self.bounce_ms:
+            yield (
+                "pulse_max_ms",
+                f"expected a value greater than {key('bounce_ms')} ({self.bounce_ms}), "
+                f"got {self.pulse_max_ms}; {rule}",
+            )
+        elif self.flash_max_ms <= self.pulse_max_ms:
+            yield (
+                "flash_max_ms",
+                f"expected a value greater than {key('pulse_max_ms')} ({self.pulse_max_ms}), "
+                f"got {self.flash_max_ms}; {rule}",
+            )
 
 
 @dataclass(frozen=True)
 class SlicSection:
     """The ``gpio-slic`` keys of ``[line]``: a SLIC (e.g. Ag1171), DTMF by MT8870 or in-band."""
 
-    gpio_backend: GpioBackend
-    pins: SlicPins
-    gpio_chip: str = "/dev/gpiochip0"
-    shk_active_high: bool = True
-    ring_frequency_hz: float = 50.0
-    dtmf: DtmfSource = "mt8870"
-    hook: HookTiming = field(default_factory=HookTiming)
+    gpio_backend: GpioBackend = setting(
+        Text(choices=GPIO_BACKENDS),
+        "GPIO library: RPi.GPIO (or rpi-lgpio), libgpiod v2, or the in-package fake "
+        "(tests, no hardware)",
+    )
+    pins: SlicPins = subtable(SlicPins, required=True)
+    gpio_chip: str = setting(
+        Text(what="a GPIO chip device, e.g. /dev/gpiochip0", allow_empty=False),
+        '*gpio_backend = "gpiod" only*: the GPIO chip; on a Pi 5 it may be `gpiochip4`',
+        "/dev/gpiochip0",
+    )
+    shk_active_high: bool = setting(
+        Bool(), "SHK (switch-hook) reads high when the handset is off-hook (Ag1171)", True
+    )
+    # Python toggles F/R itself: real ring currents are 16-50 Hz, and much above 100 Hz
+    # the toggling thread cannot keep time.
+    ring_frequency_hz: float = setting(
+        Real(above=10, at_most=100, unit="Hz"), "F/R toggling frequency while ringing", 50.0
+    )
+    dtmf: DtmfSource = setting(
+        Text(choices=DTMF_SOURCES),
+        "where keys come from: the decoder's StD/Q1-Q4 pins, or decoded from `audio.capture`",
+        "mt8870",
+    )
+    hook: HookTiming = group(HookTiming)
 
 
 @dataclass(frozen=True)
 class ModemSection:
     """The ``v253-modem`` keys of ``[line]`` (a voice modem on a serial port)."""
 
-    port: str
-    baudrate: int = 115200
-    family: ModemFamily = "generic"
-    command_timeout_s: float = 3.0
+    port: str = setting(
+        Text(what=_SERIAL.format("/dev/ttyACM0"), allow_empty=False),
+        "serial device; prefer the stable name under `/dev/serial/by-id/`",
+    )
+    baudrate: int = setting(
+        Int(minimum=1),
+        "serial speed (8 kHz 8-bit voice needs more than 80 kbit/s on a real UART; "
+        "USB CDC-ACM ignores it)",
+        115200,
+    )
+    family: ModemFamily = setting(
+        Text(choices=MODEM_FAMILIES),
+        "command dialect: init string, voice format, handset detection",
+        "generic",
+    )
+    command_timeout_s: float = setting(
+        Real(above=0, unit="s"), "how long to wait for `OK` after an AT command", 3.0
+    )
+
+
+#: ``[line]`` is a union selected by ``driver``: the dataclass holding each driver's keys.
+LINE_VARIANTS: Final[Mapping[Driver, type[DataclassInstance] | None]] = {
+    "sim": None,
+    "gpio-slic": SlicSection,
+    "v253-modem": ModemSection,
+}
+#: Deprecated ``[line]`` keys -> (drivers that still accept them, where they moved).
+LINE_DEPRECATED: Final[Mapping[str, tuple[tuple[Driver, ...], str]]] = {
+    "answer_after_rings": (("sim", "v253-modem"), "voicemail.mailbox.answer_after_rings"),
+}
 
 
 @dataclass(frozen=True)
 class LineSection:
     """``[line]``: the line driver; ``slic``/``modem`` are set only for their driver."""
 
-    driver: Driver
-    answer_after_rings: int = 2
-    ring_on_s: float = 1.5
-    ring_off_s: float = 3.5
+    driver: Driver = setting(
+        Text(choices=DRIVERS),
+        "the line driver: simulated line, a SLIC on GPIO, or a V.253 voice modem on a serial port",
+    )
+    ring_on_s: float = setting(
+        Real(above=0, unit="s"), "ring cadence: ringing time (France: 1.5 s)", 1.5
+    )
+    ring_off_s: float = setting(
+        Real(above=0, unit="s"), "ring cadence: silence between rings (France: 3.5 s)", 3.5
+    )
     slic: SlicSection | None = None
     modem: ModemSection | None = None
+    #: Deprecated: a copy of ``voicemail.mailbox.answer_after_rings`` for older callers.
+    answer_after_rings: int = Mailbox.answer_after_rings
 
 
 @dataclass(frozen=True)
 class AudioSection:
     """``[audio]``: ALSA device names; ``"modem"`` means the voice modem is the audio path."""
 
-    playback: str = "default"
-    capture: str = ""
+    playback: str = setting(
+        _ALSA,
+        "ALSA device prompts and tones are played on (`default`, `hw:1,0`, "
+        '`plughw:CARD=Device`, `null`...). On a `v253-modem` profile it must be `"modem"`: '
+        'the modem is the audio path (`+VTX`); `"modem"` is refused on other drivers',
+        "default",
+        by_driver={"v253-modem": MODEM_AUDIO},
+    )
+    capture: str = setting(
+        Text(what='an ALSA device name or ""'),
+        'ALSA capture device, `""` for none. Required when `line.dtmf = "inband"`; on '
+        '`v253-modem` only `""` or `"modem"`',
+        "",
+    )
 
 
 @dataclass(frozen=True)
 class ConsoleSection:
     """``[console]``: the technician's serial console."""
 
-    port: str
-    baudrate: int = 115200
+    port: str = setting(
+        Text(what=_SERIAL.format("/dev/ttyS0"), allow_empty=False),
+        "serial device, e.g. `/dev/ttyS0`, `/dev/ttyAMA0`; must differ from `line.port`",
+        default_doc="required if the section is present",
+    )
+    baudrate: int = setting(Int(minimum=1), "serial speed", 115200)
+
+
+@dataclass(frozen=True)
+class ToneSection:
+    """``[tones.NAME]``: one whole tone; keys not given take these defaults, not the plan's."""
+
+    frequencies: list[float] = setting(
+        Reals(Real(above=0, below=_TONE_MAX_HZ, unit="Hz"), what="frequencies", non_empty=True),
+        "frequencies mixed together, e.g. `[440]` (audio is sampled at 8 kHz)",
+    )
+    cadence: list[float] = setting(
+        Reals(Real(at_least=0, unit="s"), what="on/off durations", even_length=True),
+        'on, off, on, off... repeated, e.g. `[0.5, 0.5]`; `[]` is a continuous tone; some "on" '
+        "must be > 0",
+        [],
+    )
+    level_dbfs: float = setting(
+        Real(at_most=0, unit="dBFS"),
+        "level of each frequency, in dB relative to full scale; several frequencies must not "
+        "add up above 0 dBFS",
+        DEFAULT_LEVEL_DBFS,
+    )
+    repeats: int = setting(
+        Int(minimum=0),
+        "times the cadence plays before the tone stays on; `0` repeats it forever "
+        "(message waiting, `mwi`: `cadence = [0.1, 0.1]`, `repeats = 6`)",
+        0,
+    )
+
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """A cadence must switch the tone on at some point."""
+        if self.cadence and not any(self.cadence[0::2]):
+            yield "cadence", "the tone is never on: at least one 'on' value must be > 0"
 
 
 @dataclass(frozen=True)
 class StorageSection:
     """``[storage]``: state directory (``~`` not yet expanded) and pepper file."""
 
-    state_dir: str
-    pepper_file: str = "pepper"
-    create_pepper: bool = False
+    state_dir: str = setting(
+        Text(what="an absolute path or one starting with ~", allow_empty=False),
+        "where the TinyDB state file lives. `--state-dir` and systemd's `$STATE_DIRECTORY` "
+        "take precedence",
+        HARDWARE_STATE_DIR,
+        by_driver={"sim": SIM_STATE_DIR},
+    )
+    pepper_file: str = setting(
+        Text(what="a file path (relative: inside the state dir)", allow_empty=False),
+        "the per-box pepper file; a relative path is inside the state dir. A systemd "
+        "credential `gatewayd-pepper` (`LoadCredential=`) takes precedence",
+        "pepper",
+    )
+    create_pepper: bool = setting(
+        Bool(),
+        "create a random pepper if none exists. Only the `sim` driver may: on a hardware "
+        "profile `true` is an error, because peppers come from `gatewayd provision`",
+        False,
+        by_driver={"sim": True},
+    )
+
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """A relative state dir would depend on the daemon's working directory."""
+        if not self.state_dir.startswith(("/", "~")):
+            kind = declared(StorageSection, "state_dir").kind
+            yield "state_dir", f"expected {kind.expected}, got {describe(self.state_dir)}"
 
 
 @dataclass(frozen=True)
 class LoggingSection:
     """``[logging]``: log level."""
 
-    level: LogLevel = "info"
+    level: LogLevel = setting(Text(choices=LOG_LEVELS), "log level of the daemon", "info")
 
 
 @dataclass(frozen=True)
@@ -183,11 +401,15 @@ class Profile:
     audio: AudioSection
     console: ConsoleSection | None
     voicemail: VoicemailConfig
-    tone_plan: str
     #: ``[tones.NAME]`` overrides, checked but left raw: the tone module parses them.
     tones: dict[str, dict[str, object]] = field(hash=False)
     storage: StorageSection
     logging: LoggingSection
+
+    @property
+    def tone_plan(self) -> str:
+        """``voicemail.tone_plan``."""
+        return self.voicemail.tone_plan
 
 
 # --- loading -----------------------------------------------------------------
@@ -219,14 +441,19 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ProfileError(
             f"{source}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from exc
+    profile = profile_from_text(text, source)
+    LOGGER.debug("loaded profile %s (driver %s) from %s", profile.name, profile.line.driver, source)
+    return profile
+
+
+def profile_from_text(text: str, source: Path) -> Profile:
+    """Validate the TOML ``text`` of file ``source`` (which need not exist yet) as a profile."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends with "(at line L, column C)": keep it, it is the useful part.
         raise ProfileError(f"{source}: TOML syntax error: {exc}") from exc
-    profile = _build_profile(data, source)
-    LOGGER.debug("loaded profile %s (driver %s) from %s", profile.name, profile.line.driver, source)
-    return profile
+    return _build_profile(data, source)
 
 
 def _names_or_none() -> str:
@@ -254,307 +481,7 @@ def _locate(name_or_path: str | Path) -> Path:
     return candidate
 
 
-# --- value kinds ---------------------------------------------------------------
-
-T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
-D = TypeVar("D")
-DC = TypeVar("DC", bound="DataclassInstance")
-
-
-class _Invalid(Exception):
-    """A value does not fit its kind; the message completes "expected ..."."""
-
-
-class _Kind(Protocol[T_co]):
-    """How one key's value is checked and converted, and how to describe what is expected."""
-
-    @property
-    def expected(self) -> str:
-        """Words completing "expected ...", e.g. ``an integer >= 1``."""
-        ...
-
-    def parse(self, raw: object) -> T_co:
-        """The converted value, or :class:`_Invalid` with a more precise "expected"."""
-        ...
-
-
-def _is_number(raw: object) -> bool:
-    """TOML integers and floats, but not booleans (``bool`` is an ``int`` subclass in Python)."""
-    return isinstance(raw, int | float) and not isinstance(raw, bool)
-
-
-def _quoted(choices: Iterable[str]) -> str:
-    """``"a", "b", "c"`` for a message."""
-    return ", ".join(f'"{choice}"' for choice in choices)
-
-
-def _describe(raw: object) -> str:
-    """A TOML-flavoured description of a value, for the "got ..." part of a message."""
-    if isinstance(raw, bool):
-        return f"boolean {'true' if raw else 'false'}"
-    if isinstance(raw, int):
-        return f"integer {raw}"
-    if isinstance(raw, float):
-        return f"float {raw}"
-    if isinstance(raw, str):
-        return f"string {json.dumps(raw, ensure_ascii=False)}"
-    if isinstance(raw, dict):
-        return "a table"
-    if isinstance(raw, list):
-        shown = json.dumps(raw, default=str, ensure_ascii=False)
-        return f"array {shown if len(shown) <= 60 else shown[:57] + '...'}"
-    return f"{type(raw).__name__} {raw}"  # TOML dates and times
-
-
-@dataclass(frozen=True)
-class _Text:
-    """A string, optionally from a set of choices or matching a pattern."""
-
-    choices: tuple[str, ...] = ()
-    pattern: re.Pattern[str] | None = None
-    what: str = "a string"
-    allow_empty: bool = True
-
-    @property
-    def expected(self) -> str:
-        """See :class:`_Kind`."""
-        return f"one of {_quoted(self.choices)}" if self.choices else self.what
-
-    def parse(self, raw: object) -> str:
-        """See :class:`_Kind`."""
-        if not isinstance(raw, str):
-            raise _Invalid(self.expected)
-        if self.choices and raw not in self.choices:
-            close = difflib.get_close_matches(raw, self.choices, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
-            raise _Invalid(self.expected + hint)
-        if not raw and not self.allow_empty:
-            raise _Invalid(f"{self.what} (not empty)")
-        if raw and self.pattern is not None and not self.pattern.fullmatch(raw):
-            raise _Invalid(self.what)
-        return raw
-
-
-@dataclass(frozen=True)
-class _Int:
-    """An integer (never a boolean) within bounds."""
-
-    minimum: int | None = None
-    maximum: int | None = None
-
-    @property
-    def expected(self) -> str:
-        """See :class:`_Kind`."""
-        if self.minimum is not None and self.maximum is not None:
-            return f"an integer from {self.minimum} to {self.maximum}"
-        if self.minimum is not None:
-            return f"an integer >= {self.minimum}"
-        return "an integer"
-
-    def parse(self, raw: object) -> int:
-        """See :class:`_Kind`."""
-        if not isinstance(raw, int) or isinstance(raw, bool):
-            raise _Invalid(self.expected)
-        if (self.minimum is not None and raw < self.minimum) or (
-            self.maximum is not None and raw > self.maximum
-        ):
-            raise _Invalid(self.expected)
-        return raw
-
-
-@dataclass(frozen=True)
-class _Real:
-    """A finite number (integer or float, never a boolean) within bounds, converted to float."""
-
-    above: float | None = None
-    at_least: float | None = None
-    below: float | None = None
-    at_most: float | None = None
-    unit: str = ""
-
-    @property
-    def expected(self) -> str:
-        """See :class:`_Kind`."""
-        bounds = [
-            f"{sign} {bound:g}"
-            for sign, bound in (
-                (">", self.above),
-                (">=", self.at_least),
-                ("<", self.below),
-                ("<=", self.at_most),
-            )
-            if bound is not None
-        ]
-        unit = f" {self.unit}" if self.unit else ""
-        return " ".join(["a number", " and ".join(bounds)]).rstrip() + unit
-
-    def parse(self, raw: object) -> float:
-        """See :class:`_Kind`."""
-        # TOML has inf and nan: neither is a duration, a frequency or a level.
-        if not _is_number(raw) or not math.isfinite(cast(float, raw)):
-            raise _Invalid(self.expected)
-        value = float(cast(float, raw))
-        if (
-            (self.above is not None and value <= self.above)
-            or (self.at_least is not None and value < self.at_least)
-            or (self.below is not None and value >= self.below)
-            or (self.at_most is not None and value > self.at_most)
-        ):
-            raise _Invalid(self.expected)
-        return value
-
-
-@dataclass(frozen=True)
-class _Bool:
-    """A TOML boolean (``true``/``false``, not 0/1 nor "yes")."""
-
-    expected: str = "a boolean (true or false)"
-
-    def parse(self, raw: object) -> bool:
-        """See :class:`_Kind`."""
-        if not isinstance(raw, bool):
-            raise _Invalid(self.expected)
-        return raw
-
-
-@dataclass(frozen=True)
-class _Reals:
-    """An array of numbers, each within an open/closed range, converted to a list of floats."""
-
-    item: _Real
-    what: str
-    even_length: bool = False
-    non_empty: bool = False
-
-    @property
-    def expected(self) -> str:
-        """See :class:`_Kind`."""
-        return f"an array of {self.what}, each {self.item.expected.removeprefix('a number ')}"
-
-    def parse(self, raw: object) -> list[float]:
-        """See :class:`_Kind`."""
-        if not isinstance(raw, list):
-            raise _Invalid(self.expected)
-        try:
-            values = [self.item.parse(value) for value in raw]
-        except _Invalid:
-            raise _Invalid(self.expected) from None
-        if self.non_empty and not values:
-            raise _Invalid(f"{self.expected} (at least one)")
-        if self.even_length and len(values) % 2:
-            raise _Invalid(f"{self.expected}, in on/off pairs (an even count)")
-        return values
-
-
-# --- reading tables ----------------------------------------------------------
-
-
-class _Problems:
-    """Problems found in one file, each already formatted ``FILE: KEY: what is wrong``."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self.lines: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        """Record one problem with a key (a dotted path) of the file."""
-        self.lines.append(f"{self.source}: {key}: {message}")
-
-    def raise_if_any(self) -> None:
-        """Raise one ProfileError listing every problem, if there were any."""
-        if len(self.lines) == 1:
-            raise ProfileError(self.lines[0])
-        if self.lines:
-            count = len(self.lines)
-            raise ProfileError(f"{self.source}: {count} problems:\n" + "\n".join(self.lines))
-
-
-_MISSING: Final = object()
-
-
-class _Table:
-    """One TOML table being validated, known by its dotted path."""
-
-    def __init__(self, problems: _Problems, path: str, data: Mapping[str, object]) -> None:
-        self.problems = problems
-        self.path = path
-        self.data = data
-
-    def key(self, name: str) -> str:
-        """Dotted path of a key of this table."""
-        return f"{self.path}.{name}" if self.path else name
-
-    def has(self, name: str) -> bool:
-        """Whether the key is present."""
-        return name in self.data
-
-    def check_keys(
-        self, allowed: Collection[str], elsewhere: Mapping[str, str] | None = None
-    ) -> None:
-        """Report unknown keys (with the closest known one) and keys that belong elsewhere.
-
-        ``elsewhere`` maps a key that exists for another configuration (another driver)
-        to the reason it is refused here.
-        """
-        elsewhere = elsewhere or {}
-        for name in self.data:
-            if name in allowed:
-                continue
-            if name in elsewhere:
-                self.problems.add(self.key(name), elsewhere[name])
-                continue
-            close = difflib.get_close_matches(name, list(allowed), n=1) or (
-                difflib.get_close_matches(name, list(elsewhere), n=1)
-            )
-            what = "section" if isinstance(self.data[name], dict) else "key"
-            if close:
-                hint = f'did you mean "{self.key(close[0])}"?'
-            elif self.path:
-                hint = f"known keys of [{self.path}]: {', '.join(sorted(allowed))}"
-            else:
-                hint = f"known sections: {', '.join(sorted(allowed))}"
-            self.problems.add(self.key(name), f"unknown {what}; {hint}")
-
-    def get(self, name: str, kind: _Kind[T], default: D) -> T | D:
-        """The key's value if present and valid; otherwise ``default`` (a problem if invalid)."""
-        raw = self.data.get(name, _MISSING)
-        if raw is _MISSING:
-            return default
-        try:
-            return kind.parse(raw)
-        except _Invalid as exc:
-            self.problems.add(self.key(name), f"expected {exc}, got {_describe(raw)}")
-            return default
-
-    def require(self, name: str, kind: _Kind[T]) -> T | None:
-        """The key's value; None (and a problem) when missing or invalid."""
-        if name not in self.data:
-            self.problems.add(self.key(name), f"missing required key; expected {kind.expected}")
-            return None
-        return self.get(name, kind, None)
-
-    def child(self, name: str, *, required: bool = False) -> _Table | None:
-        """Sub-table ``[path.name]``; None when absent (a problem if required or not a table)."""
-        raw = self.data.get(name, _MISSING)
-        if raw is _MISSING:
-            if required:
-                self.problems.add(self.key(name), f"missing required section [{self.key(name)}]")
-            return None
-        if not isinstance(raw, dict):
-            self.problems.add(
-                self.key(name), f"expected a table [{self.key(name)}], got {_describe(raw)}"
-            )
-            return None
-        return _Table(self.problems, self.key(name), raw)
-
-
-def _empty(problems: _Problems, path: str) -> _Table:
-    """An absent optional section, read as an empty table so every default applies."""
-    return _Table(problems, path, {})
-
-
-# --- sections ------------------------------------------------------------------
+# --- the rules between keys --------------------------------------------------------
 
 _SECTIONS: Final = (
     "board",
@@ -566,47 +493,41 @@ _SECTIONS: Final = (
     "storage",
     "logging",
 )
-_LINE_COMMON: Final = ("driver", "ring_on_s", "ring_off_s")
-_LINE_BY_DRIVER: Final[Mapping[str, tuple[str, ...]]] = {
-    "sim": ("answer_after_rings",),
-    "gpio-slic": (
-        "gpio_backend",
-        "gpio_chip",
-        "pins",
-        "shk_active_high",
-        "ring_frequency_hz",
-        "dtmf",
-        "bounce_ms",
-        "pulse_max_ms",
-        "flash_max_ms",
-    ),
-    "v253-modem": ("answer_after_rings", "port", "baudrate", "family", "command_timeout_s"),
-}
 
 
 def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
     """Validate parsed TOML into a Profile, or raise one ProfileError listing every problem."""
-    problems = _Problems(source)
-    root = _Table(problems, "", data)
+    problems = Problems(source)
+    root = Table(problems, "", data)
     root.check_keys(_SECTIONS)
 
     board_table = root.child("board", required=True)
-    board = _board(board_table) if board_table is not None else None
+    board = read(board_table, BoardSection) if board_table is not None else None
     line_table = root.child("line", required=True)
     line = _line(line_table) if line_table is not None else None
     # The driver alone decides several defaults and rules, even when [line] has other problems.
     raw_driver = line_table.data.get("driver") if line_table is not None else None
     driver = raw_driver if raw_driver in DRIVERS else None
-    audio = _audio(root.child("audio") or _empty(problems, "audio"), driver, line)
+    audio = _audio(root.child_or_empty("audio"), driver, line)
     console_table = root.child("console")
     console = _console(console_table, line) if console_table is not None else None
-    voicemail, tone_plan = _voicemail(root.child("voicemail") or _empty(problems, "voicemail"))
-    tones = _tones(root.child("tones") or _empty(problems, "tones"))
-    storage = _storage(root.child("storage") or _empty(problems, "storage"), driver)
-    logging_section = _logging(root.child("logging") or _empty(problems, "logging"))
+    voicemail_table = root.child_or_empty("voicemail")
+    voicemail = read(voicemail_table, VoicemailConfig)
+    if line_table is not None:
+        line, voicemail = _moved_answer_after_rings(line_table, voicemail_table, line, voicemail)
+    tones = _tones(root.child_or_empty("tones"))
+    storage = _storage(root.child_or_empty("storage"), driver)
+    logging_section = read(root.child_or_empty("logging"), LoggingSection)
 
     problems.raise_if_any()
-    if board is None or line is None or audio is None or voicemail is None or storage is None:
+    if (
+        board is None
+        or line is None
+        or audio is None
+        or voicemail is None
+        or storage is None
+        or logging_section is None
+    ):
         # Each of these is None only after a problem was recorded, and we raised above.
         raise AssertionError("profile section missing without a recorded problem")
     return Profile(
@@ -617,331 +538,147 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         audio=audio,
         console=console,
         voicemail=voicemail,
-        tone_plan=tone_plan,
         tones=tones,
         storage=storage,
         logging=logging_section,
     )
 
 
-def _board(table: _Table) -> BoardSection | None:
-    """``[board]``."""
-    table.check_keys(("name", "notes"))
-    name = table.require("name", _Text(what="a non-empty string", allow_empty=False))
-    notes = table.get("notes", _Text(), "")
-    return BoardSection(name=name, notes=notes) if name is not None else None
-
-
-def _line(table: _Table) -> LineSection | None:
-    """``[line]`` with the keys of its driver; keys of other drivers are refused by name."""
-    driver = cast(Driver | None, table.require("driver", _Text(choices=DRIVERS)))
-    every_line_key = set(_LINE_COMMON).union(*_LINE_BY_DRIVER.values())
+def _line(table: Table) -> LineSection | None:
+    """``[line]``: the common keys, and those of the driver's variant; others refused by name."""
+    driver = cast(Driver | None, table.require("driver", Text(choices=DRIVERS)))
+    owners: dict[str, list[Driver]] = {}
+    for name_driver, variant in LINE_VARIANTS.items():
+        for name in keys_of(variant) if variant is not None else ():
+            owners.setdefault(name, []).append(name_driver)
+    for name, (drivers, _) in LINE_DEPRECATED.items():
+        owners.setdefault(name, []).extend(drivers)
+    common = keys_of(LineSection)
     if driver is None:
         # Without a valid driver only unknown keys can be reported.
-        table.check_keys(every_line_key)
+        table.check_keys({*common, *owners})
         return None
-    allowed = (*_LINE_COMMON, *_LINE_BY_DRIVER[driver])
-    elsewhere = {}
-    for name in every_line_key.difference(allowed):
-        owners = [other for other, keys in _LINE_BY_DRIVER.items() if name in keys]
-        elsewhere[name] = (
-            f"only used with driver {' or '.join(_quoted([o]) for o in owners)}; "
-            f'this profile\'s driver is "{driver}"; remove it'
-        )
+    allowed = {*common, *(name for name, drivers in owners.items() if driver in drivers)}
+    elsewhere = {
+        name: f"only used with driver {' or '.join(quoted([o]) for o in drivers)}; "
+        f'this profile\'s driver is "{driver}"; remove it'
+        for name, drivers in owners.items()
+        if name not in allowed
+    }
     table.check_keys(allowed, elsewhere)
 
     before = len(table.problems.lines)
-    answer_after_rings = table.get("answer_after_rings", _Int(minimum=1), 2)
-    ring_on_s = table.get("ring_on_s", _Real(above=0, unit="s"), 1.5)
-    ring_off_s = table.get("ring_off_s", _Real(above=0, unit="s"), 3.5)
+    line = read(table, LineSection, check_keys=False)
     slic = _slic(table) if driver == "gpio-slic" else None
-    modem = _modem(table) if driver == "v253-modem" else None
-    if len(table.problems.lines) != before:
+    modem = read(table, ModemSection, check_keys=False) if driver == "v253-modem" else None
+    if line is None or len(table.problems.lines) != before:
         return None
-    return LineSection(
-        driver=driver,
-        answer_after_rings=answer_after_rings,
-        ring_on_s=ring_on_s,
-        ring_off_s=ring_off_s,
-        slic=slic,
-        modem=modem,
-    )
+    return dataclasses.replace(line, slic=slic, modem=modem)
 
 
-def _slic(table: _Table) -> SlicSection | None:
-    """The gpio-slic keys of ``[line]`` and ``[line.pins]``."""
-    backend = cast(GpioBackend | None, table.require("gpio_backend", _Text(choices=GPIO_BACKENDS)))
-    if table.has("gpio_chip") and backend is not None and backend != "gpiod":
+def _moved_answer_after_rings(
+    line_table: Table,
+    voicemail_table: Table,
+    line: LineSection | None,
+    voicemail: VoicemailConfig | None,
+) -> tuple[LineSection | None, VoicemailConfig | None]:
+    """Deprecated ``line.answer_after_rings`` sets ``voicemail.mailbox.answer_after_rings``."""
+    name = "answer_after_rings"
+    drivers, moved_to = LINE_DEPRECATED[name]
+    rings = None
+    if line_table.has(name) and line_table.data.get("driver") in drivers:
+        mailbox = voicemail_table.data.get("mailbox")
+        rings = line_table.get(name, declared(Mailbox, name).kind, None)
+        if isinstance(mailbox, dict) and name in mailbox:
+            line_table.problems.add(
+                line_table.key(name), f"deprecated, and {moved_to} is set too; remove this one"
+            )
+        elif isinstance(rings, int):
+            LOGGER.warning(
+                "%s: line.%s is deprecated; move it to [voicemail.mailbox]",
+                line_table.problems.source,
+                name,
+            )
+    if line is None or voicemail is None:
+        return line, voicemail
+    if isinstance(rings, int):
+        mailbox_config = dataclasses.replace(voicemail.mailbox, answer_after_rings=rings)
+        voicemail = dataclasses.replace(voicemail, mailbox=mailbox_config)
+    line = dataclasses.replace(line, answer_after_rings=voicemail.mailbox.answer_after_rings)
+    return line, voicemail
+
+
+def _slic(table: Table) -> SlicSection | None:
+    """The gpio-slic keys of ``[line]`` and ``[line.pins]``, with the rules between them."""
+    backend = table.data.get("gpio_backend")
+    if table.has("gpio_chip") and backend in GPIO_BACKENDS and backend != "gpiod":
         table.problems.add(
             table.key("gpio_chip"),
             f'only used with line.gpio_backend = "gpiod" (this profile has "{backend}"); remove it',
         )
-    chip = _Text(what="a GPIO chip device, e.g. /dev/gpiochip0", allow_empty=False)
-    gpio_chip = table.get("gpio_chip", chip, "/dev/gpiochip0")
-    dtmf = cast(DtmfSource, table.get("dtmf", _Text(choices=DTMF_SOURCES), "mt8870"))
-    pins = _pins(table, backend, dtmf)
-    shk_active_high = table.get("shk_active_high", _Bool(), True)
-    lo, hi = _RING_HZ_RANGE
-    ring_hz = table.get("ring_frequency_hz", _Real(above=lo, at_most=hi, unit="Hz"), 50.0)
-
-    bounce_ms = table.get("bounce_ms", _Int(minimum=1), 25)
-    pulse_max_ms = table.get("pulse_max_ms", _Int(minimum=1), 90)
-    flash_max_ms = table.get("flash_max_ms", _Int(minimum=1), 900)
-    # The classifier needs bounce < pulse < flash, else a break has two meanings.
-    if pulse_max_ms <= bounce_ms:
-        table.problems.add(
-            table.key("pulse_max_ms"),
-            f"expected a value greater than line.bounce_ms ({bounce_ms}), got {pulse_max_ms}; "
-            "the thresholds must increase: bounce_ms < pulse_max_ms < flash_max_ms",
-        )
-    elif flash_max_ms <= pulse_max_ms:
-        table.problems.add(
-            table.key("flash_max_ms"),
-            f"expected a value greater than line.pulse_max_ms ({pulse_max_ms}), got "
-            f"{flash_max_ms}; the thresholds must increase: "
-            "bounce_ms < pulse_max_ms < flash_max_ms",
-        )
-    if backend is None or pins is None:
-        return None
-    return SlicSection(
-        gpio_backend=backend,
-        pins=pins,
-        gpio_chip=gpio_chip,
-        shk_active_high=shk_active_high,
-        ring_frequency_hz=ring_hz,
-        dtmf=dtmf,
-        hook=HookTiming(bounce_ms, pulse_max_ms, flash_max_ms),
-    )
-
-
-def _pins(line: _Table, backend: GpioBackend | None, dtmf: DtmfSource) -> SlicPins | None:
-    """``[line.pins]``: every signal wired, each to its own pin (decoder pins only for MT8870)."""
-    table = line.child("pins", required=True)
-    if table is None:
-        return None
-    table.check_keys(PIN_NAMES)
-    kind = _Int(minimum=0, maximum=_RPI_MAX_BCM) if backend == "rpi" else _Int(minimum=0)
+    dtmf = table.data.get("dtmf", declared(SlicSection, "dtmf").default)
+    # Which pins are required, and their range, depend on the backend and the DTMF source.
+    kind = Int(minimum=0, maximum=_RPI_MAX_BCM) if backend == "rpi" else _PIN
     required = PIN_NAMES if dtmf == "mt8870" else SLIC_PIN_NAMES
-    numbers: dict[str, int] = {}
-    used_by: dict[int, str] = {}
-    before = len(table.problems.lines)
-    for name in PIN_NAMES:
-        number = table.require(name, kind) if name in required else table.get(name, kind, None)
-        if number is None:
-            continue
-        if number in used_by:
-            table.problems.add(
-                table.key(name),
-                f"pin {number} is already used by {table.key(used_by[number])}; "
-                "each pin may be used once",
-            )
-            continue
-        used_by[number] = name
-        numbers[name] = number
-    if len(table.problems.lines) != before:
-        return None
-    return SlicPins(**numbers)
+
+    def pins(pins_table: Table) -> SlicPins | None:
+        return read(pins_table, SlicPins, kinds=dict.fromkeys(PIN_NAMES, kind), required=required)
+
+    return read(table, SlicSection, subtables={"pins": pins}, check_keys=False)
 
 
-def _modem(table: _Table) -> ModemSection | None:
-    """The v253-modem keys of ``[line]``."""
-    port = table.require(
-        "port", _Text(what="a serial device path, e.g. /dev/ttyACM0", allow_empty=False)
-    )
-    baudrate = table.get("baudrate", _Int(minimum=1), 115200)
-    family = cast(ModemFamily, table.get("family", _Text(choices=MODEM_FAMILIES), "generic"))
-    timeout = table.get("command_timeout_s", _Real(above=0, unit="s"), 3.0)
-    if port is None:
-        return None
-    return ModemSection(port=port, baudrate=baudrate, family=family, command_timeout_s=timeout)
-
-
-def _audio(table: _Table, driver: Driver | None, line: LineSection | None) -> AudioSection | None:
+def _audio(table: Table, driver: Driver | None, line: LineSection | None) -> AudioSection | None:
     """``[audio]``: a voice modem is its own audio path; a SLIC plays through ALSA."""
-    table.check_keys(("playback", "capture"))
-    device = _Text(what="an ALSA device name", allow_empty=False)
-    default_playback = MODEM_AUDIO if driver == "v253-modem" else "default"
-    playback = table.get("playback", device, default_playback)
-    capture = table.get("capture", _Text(what='an ALSA device name or ""'), "")
+    audio = read(table, AudioSection, driver=driver)
+    if audio is None:
+        return None
     before = len(table.problems.lines)
     if driver == "v253-modem":
-        if playback != MODEM_AUDIO:
+        if audio.playback != MODEM_AUDIO:
             table.problems.add(
                 table.key("playback"),
                 f'expected "{MODEM_AUDIO}" on a v253-modem profile (the modem plays the audio, '
-                f'+VTX), got "{playback}"; remove the key or set it to "{MODEM_AUDIO}"',
+                f'+VTX), got "{audio.playback}"; remove the key or set it to "{MODEM_AUDIO}"',
             )
-        if capture not in ("", MODEM_AUDIO):
+        if audio.capture not in ("", MODEM_AUDIO):
             table.problems.add(
                 table.key("capture"),
                 f'expected "" or "{MODEM_AUDIO}" on a v253-modem profile (the modem reports '
-                f'DTMF keys itself), got "{capture}"',
+                f'DTMF keys itself), got "{audio.capture}"',
             )
     elif driver is not None:
-        for name, value in (("playback", playback), ("capture", capture)):
-            if value == MODEM_AUDIO:
+        for name in ("playback", "capture"):
+            if getattr(audio, name) == MODEM_AUDIO:
                 table.problems.add(
                     table.key(name),
                     f'"{MODEM_AUDIO}" is only valid with driver "v253-modem" '
                     f'(this profile\'s driver is "{driver}"); name an ALSA device',
                 )
-    if line is not None and line.slic is not None and line.slic.dtmf == "inband" and not capture:
+    slic = line.slic if line is not None else None
+    if slic is not None and slic.dtmf == "inband" and not audio.capture:
         table.problems.add(
             table.key("capture"),
             'missing: line.dtmf = "inband" decodes keys from ALSA capture; '
             'name the capture device (e.g. "hw:1,0")',
         )
-    if len(table.problems.lines) != before:
-        return None
-    return AudioSection(playback=playback, capture=capture)
+    return None if len(table.problems.lines) != before else audio
 
 
-def _console(table: _Table, line: LineSection | None) -> ConsoleSection | None:
-    """``[console]``: optional, but a present section must name its port."""
-    table.check_keys(("port", "baudrate"))
-    port = table.require(
-        "port", _Text(what="a serial device path, e.g. /dev/ttyS0", allow_empty=False)
-    )
-    baudrate = table.get("baudrate", _Int(minimum=1), 115200)
-    if port is None:
-        return None
-    if line is not None and line.modem is not None and line.modem.port == port:
+def _console(table: Table, line: LineSection | None) -> ConsoleSection | None:
+    """``[console]``: optional, but a present section must name its own port."""
+    console = read(table, ConsoleSection)
+    modem = line.modem if line is not None else None
+    if console is not None and modem is not None and modem.port == console.port:
         table.problems.add(
             table.key("port"),
-            f'"{port}" is already used by line.port (the modem); the console needs its own port',
+            f'"{console.port}" is already used by line.port (the modem); '
+            "the console needs its own port",
         )
         return None
-    return ConsoleSection(port=port, baudrate=baudrate)
+    return console
 
 
-_KEY_KIND: Final = _Text(
-    pattern=re.compile(r"[0-9*#]"), what="a single DTMF key, one of 0-9 * #", allow_empty=False
-)
-
-
-def _voicemail(table: _Table) -> tuple[VoicemailConfig | None, str]:
-    """``[voicemail]`` and its ``keys``, ``timeouts`` and ``policy`` sub-tables."""
-    table.check_keys(
-        (
-            "access_number",
-            "language",
-            "line_number",
-            "mailbox_exists",
-            "tone_plan",
-            "keys",
-            "timeouts",
-            "policy",
-        )
-    )
-    defaults = VoicemailConfig()
-    digits = _Text(pattern=_DIGITS, what='a string of digits 0-9, e.g. "3103"', allow_empty=False)
-    access_number = table.get("access_number", digits, defaults.access_number)
-    language = table.get("language", _Text(choices=LANGUAGES), defaults.language)
-    line_number = table.get(
-        "line_number",
-        _Text(pattern=re.compile(r"[0-9]{4,}"), what='"" or a string of at least 4 digits'),
-        defaults.line_number,
-    )
-    mailbox_exists = table.get("mailbox_exists", _Bool(), defaults.mailbox_exists)
-    tone_plan = table.get("tone_plan", _Text(choices=TONE_PLANS), "fr")
-
-    before = len(table.problems.lines)
-    keys = _fields_of(table.child("keys"), Keys(), _key_kind)
-    timeouts = _fields_of(table.child("timeouts"), Timeouts(), _timeout_kind)
-    policy = _fields_of(table.child("policy"), Policy(), _policy_kind)
-    if policy.cooldown_cap_s < policy.cooldown_first_s:
-        table.problems.add(
-            table.key("policy.cooldown_cap_s"),
-            f"expected a value >= voicemail.policy.cooldown_first_s ({policy.cooldown_first_s:g}),"
-            f" got {policy.cooldown_cap_s:g}",
-        )
-    if len(table.problems.lines) != before:
-        return None, tone_plan
-    config = VoicemailConfig(
-        access_number=access_number,
-        language=language,
-        line_number=line_number,
-        mailbox_exists=mailbox_exists,
-        keys=keys,
-        timeouts=timeouts,
-        policy=policy,
-    )
-    return config, tone_plan
-
-
-def _key_kind(name: str, default: object) -> _Kind[object]:
-    """Every ``[voicemail.keys]`` field is one DTMF key."""
-    return _KEY_KIND
-
-
-def _timeout_kind(name: str, default: object) -> _Kind[object]:
-    """Timeouts are seconds > 0; counts are >= 0, except entry tries (0 would allow none)."""
-    if isinstance(default, float):
-        return _Real(above=0, unit="s")
-    return _Int(minimum=1 if name == "entry_tries" else 0)
-
-
-@dataclass(frozen=True)
-class _PowerOfTwo:
-    """An integer power of two with a floor (scrypt's cost parameter N)."""
-
-    minimum: int
-
-    @property
-    def expected(self) -> str:
-        """See :class:`_Kind`."""
-        return f"a power of two >= {self.minimum} (2**{self.minimum.bit_length() - 1})"
-
-    def parse(self, raw: object) -> int:
-        """See :class:`_Kind`."""
-        if not isinstance(raw, int) or isinstance(raw, bool):
-            raise _Invalid(self.expected)
-        if raw < self.minimum or raw & (raw - 1):
-            raise _Invalid(self.expected)
-        return raw
-
-
-def _policy_kind(name: str, default: object) -> _Kind[object]:
-    """Policy counts are >= 1, durations > 0 s; scrypt N is a power of two >= 2**10."""
-    if name == "scrypt_n":
-        return _PowerOfTwo(_SCRYPT_MIN_N)
-    if isinstance(default, float):
-        return _Real(above=0, unit="s")
-    return _Int(minimum=1)
-
-
-class _KindFactory(Protocol):
-    """Chooses the kind of a config field from its name and default value."""
-
-    def __call__(self, name: str, default: object) -> _Kind[object]:
-        """The kind for this field."""
-        ...
-
-
-def _fields_of(table: _Table | None, defaults: DC, kind_of: _KindFactory) -> DC:
-    """A config dataclass from a TOML table: one key per field, its defaults elsewhere."""
-    if table is None:
-        return defaults
-    # Keys come from the dataclass itself, so a field added to config.py is a profile key at once.
-    names = [f.name for f in dataclasses.fields(defaults)]
-    table.check_keys(names)
-    changes: dict[str, object] = {}
-    for name in names:
-        default = getattr(defaults, name)
-        changes[name] = table.get(name, kind_of(name, default), default)
-    return dataclasses.replace(defaults, **changes)
-
-
-_TONE_KEYS: Final[Mapping[str, _Kind[object]]] = {
-    "frequencies": _Reals(
-        _Real(above=0, below=_TONE_MAX_HZ, unit="Hz"), what="frequencies", non_empty=True
-    ),
-    "cadence": _Reals(_Real(at_least=0, unit="s"), what="on/off durations", even_length=True),
-    "level_dbfs": _Real(at_most=0, unit="dBFS"),
-}
-
-
-def _tones(table: _Table) -> dict[str, dict[str, object]]:
+def _tones(table: Table) -> dict[str, dict[str, object]]:
     """``[tones.NAME]``: whole tones (added or replacing the plan's), parsed by gatewayd.tones."""
     tones: dict[str, dict[str, object]] = {}
     for name in table.data:
@@ -953,42 +690,16 @@ def _tones(table: _Table) -> dict[str, dict[str, object]]:
                 tone.path, "expected a tone name of lowercase letters, digits and _ (e.g. dial)"
             )
             continue
-        tone.check_keys(tuple(_TONE_KEYS))
-        # The table defines the whole tone, so it must say what to play.
-        overrides: dict[str, object] = {
-            "frequencies": tone.require("frequencies", _TONE_KEYS["frequencies"])
-        }
-        for key in ("cadence", "level_dbfs"):
-            value = tone.get(key, _TONE_KEYS[key], _MISSING)
-            if value is not _MISSING:
-                overrides[key] = value
-        cadence = overrides.get("cadence")
-        if isinstance(cadence, list) and cadence and not any(cadence[0::2]):
-            tone.problems.add(
-                tone.key("cadence"), "the tone is never on: at least one 'on' value must be > 0"
-            )
-        tones[name] = overrides
+        if read(tone, ToneSection) is not None:
+            # Only the keys given: the tone module fills in the others.
+            tones[name] = given(tone, ToneSection)
     return tones
 
 
-def _storage(table: _Table, driver: Driver | None) -> StorageSection | None:
+def _storage(table: Table, driver: Driver | None) -> StorageSection | None:
     """``[storage]``: hardware profiles never create a pepper, ``gatewayd provision`` does."""
-    table.check_keys(("state_dir", "pepper_file", "create_pepper"))
-    hardware = driver is not None and driver != "sim"
-    path = _Text(what="an absolute path or one starting with ~", allow_empty=False)
-    state_dir = table.get("state_dir", path, HARDWARE_STATE_DIR if hardware else SIM_STATE_DIR)
-    if not state_dir.startswith(("/", "~")):
-        # Relative to what? The working directory of a daemon is not a place to keep codes.
-        table.problems.add(
-            table.key("state_dir"), f"expected {path.what}, got {_describe(state_dir)}"
-        )
-    pepper_file = table.get(
-        "pepper_file",
-        _Text(what="a file path (relative: inside the state dir)", allow_empty=False),
-        "pepper",
-    )
-    create_pepper = table.get("create_pepper", _Bool(), not hardware)
-    if create_pepper and hardware:
+    storage = read(table, StorageSection, driver=driver)
+    if storage is not None and storage.create_pepper and driver not in (None, "sim"):
         table.problems.add(
             table.key("create_pepper"),
             f'must be false on a hardware profile (driver "{driver}"): peppers come from '
@@ -996,11 +707,65 @@ def _storage(table: _Table, driver: Driver | None) -> StorageSection | None:
             "storage.pepper_file), never created by the daemon; remove the key",
         )
         return None
-    return StorageSection(state_dir=state_dir, pepper_file=pepper_file, create_pepper=create_pepper)
+    return storage
 
 
-def _logging(table: _Table) -> LoggingSection:
-    """``[logging]``."""
-    table.check_keys(("level",))
-    level = cast(LogLevel, table.get("level", _Text(choices=LOG_LEVELS), "info"))
-    return LoggingSection(level=level)
+# --- hw_profiles/README.md's tables ------------------------------------------------------
+
+#: ``<!-- schema:NAME -->`` blocks of the README, and the table each is written from.
+README_TABLES: Final[Mapping[str, type[DataclassInstance]]] = {
+    "board": BoardSection,
+    "line": LineSection,
+    "line.gpio-slic": SlicSection,
+    "line.pins": SlicPins,
+    "line.v253-modem": ModemSection,
+    "audio": AudioSection,
+    "console": ConsoleSection,
+    "voicemail": VoicemailConfig,
+    "voicemail.keys": Keys,
+    "voicemail.timeouts": Timeouts,
+    "voicemail.policy": Policy,
+    "voicemail.mailbox": Mailbox,
+    "tones.NAME": ToneSection,
+    "storage": StorageSection,
+    "logging": LoggingSection,
+}
+_README_BLOCK = re.compile(r"(<!-- schema:(\S+) -->\n).*?(<!-- /schema -->)", re.DOTALL)
+
+
+def readme_table(name: str) -> str:
+    """The README table of block ``name``: its keys, and ``[line]``'s deprecated ones."""
+    text = render_table(README_TABLES[name])
+    if name == "line":
+        for key, (drivers, moved_to) in LINE_DEPRECATED.items():
+            only = ", ".join(drivers)
+            doc = f"*{only}*: use `{moved_to}` (still read, with a warning)"
+            text += f"| `{key}` | deprecated | – | {doc} |\n"
+    return text
+
+
+def render_readme(text: str) -> str:
+    """``text`` (the README) with every ``<!-- schema:NAME -->`` block regenerated."""
+    return _README_BLOCK.sub(lambda m: m[1] + readme_table(m[2]) + m[3], text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gatewayd.profile --readme [FILE]``: regenerate the README's key tables."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gatewayd.profile", description=main.__doc__)
+    parser.add_argument("--readme", nargs="?", const=str(README), metavar="FILE", required=True)
+    path = Path(parser.parse_args(argv).readme)
+    text = path.read_text(encoding="utf-8")
+    updated = render_readme(text)
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    print(f"{path}: {'updated' if updated != text else 'already current'}")
+    return 0
+
+
+#: The README of the repository's shipped profiles.
+README: Final = Path(__file__).resolve().parent.parent / "hw_profiles" / "README.md"
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,10 @@
    the state directory, so a copied state file alone does not give the codes away.
 2. Writes the chosen profile to ``/etc/gatewayd/profile.toml``, where the unit's
    ``ExecStart=`` looks, with ``storage.pepper_file`` pointing at that pepper (so
-   ``gatewayd selftest`` run by hand finds it too).
+   ``gatewayd selftest`` run by hand finds it too). The TOML is edited with tomlkit
+   (comments and layout kept, any spelling of ``[storage]``) and the result is
+   validated before it atomically replaces the file: a profile that would not load
+   is never written.
 3. With ``--tech-code``: reads the technician code (4-8 digits) from a prompt
    that does not echo it, twice, or one line of standard input when that is not
    a terminal -- never from the command line, which ``ps`` shows to everyone --
@@ -18,19 +21,19 @@ Run it as root with the daemon stopped.
 from __future__ import annotations
 
 import getpass
-import json
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TextIO
 
 from gatewayd.console import TechnicianAuth, technician_code_problem
 from gatewayd.errors import GatewaydError, ProfileError
 from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
-from gatewayd.profile import Profile, load_profile
+from gatewayd.profile import Profile, load_profile, profile_from_text
 from gatewayd.selftest import STATE_FILE, daemon_running
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.store import Store, fsync_dir
@@ -48,8 +51,6 @@ EXIT_USAGE = 2
 
 _HEADER = "# Provisioned by `gatewayd provision`"
 _ORIGIN_RE = re.compile(re.escape(_HEADER) + r" from (.+); storage\.pepper_file names its pepper\.")
-_TABLE_RE = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?")
-_PEPPER_KEY_RE = re.compile(r"\s*pepper_file\s*=")
 
 
 class ProvisionError(GatewaydError, RuntimeError):
@@ -74,44 +75,51 @@ def read_technician_code(stdin: TextIO) -> str:
 
 
 def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
-    """The profile ``text`` with ``[storage] pepper_file`` set to ``pepper``, and a header.
+    """The profile ``text`` with ``storage.pepper_file`` set to ``pepper``, and a header.
 
-    Re-provisioning from an already provisioned file keeps the origin its header names.
+    The TOML is edited, not pattern-matched: comments and layout are kept, and every
+    spelling of ``[storage]`` works (a table, a quoted header, dotted keys, an inline
+    table). Re-provisioning from an already provisioned file keeps the origin its
+    header names.
     """
-    value = f"pepper_file = {json.dumps(str(pepper))}"
-    lines = text.splitlines()
-    origin = _ORIGIN_RE.match(lines[0]) if lines else None
+    import tomlkit  # only provision edits TOML: `gatewayd run` never imports it
+    from tomlkit.exceptions import TOMLKitError
+
+    first, _, rest = text.partition("\n")
+    origin = _ORIGIN_RE.fullmatch(first)
     if origin is not None:
-        lines, source = lines[1:], Path(origin.group(1))
-    out: list[str] = [f"{_HEADER} from {source}; storage.pepper_file names its pepper."]
-    in_storage = done = False
-    for line in lines:
-        table = _TABLE_RE.fullmatch(line)
-        if table is not None:
-            if in_storage and not done:
-                out.append(value)
-                done = True
-            in_storage = table.group(1) == "storage"
-        elif in_storage and _PEPPER_KEY_RE.match(line):
-            if not done:
-                out.append(value)
-                done = True
-            continue
-        out.append(line)
-    if not done:
-        out.extend([value] if in_storage else ["", "[storage]", value])
-    return "\n".join(out) + "\n"
+        text, source = rest, Path(origin.group(1))
+    try:
+        document = tomlkit.parse(text)
+        storage = document.get("storage")
+        if storage is None:
+            storage = tomlkit.table()
+            document.append("storage", storage)
+        if not isinstance(storage, MutableMapping):
+            raise ProfileError(
+                f"{source}: storage: expected a table [storage], got {type(storage).__name__}"
+            )
+        storage["pepper_file"] = str(pepper)
+    except TOMLKitError as exc:
+        raise ProfileError(f"{source}: TOML syntax error: {exc}") from exc
+    header = f"{_HEADER} from {source}; storage.pepper_file names its pepper.\n"
+    return header + document.as_string()
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` all at once: a temp file beside it, fsync, rename, fsync."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -130,8 +138,21 @@ def provision_pepper(path: Path, force: bool) -> tuple[bytes, str]:
 
 
 def write_profile(loaded: Profile, target: Path, pepper: Path) -> str:
-    """Write ``loaded``'s file to ``target`` with its pepper path; keep a different old one."""
+    """Write ``loaded``'s file to ``target`` with its pepper path; keep a different old one.
+
+    The new text is validated before anything is replaced: a profile the daemon could
+    not load never reaches ``target``.
+    """
     text = with_pepper_file(loaded.source.read_text(encoding="utf-8"), pepper, loaded.source)
+    try:
+        written = profile_from_text(text, target)
+    except ProfileError as exc:
+        raise ProvisionError(
+            f"{target}: left unchanged: the profile written from {loaded.source} would not "
+            f"load:\n{exc}"
+        ) from exc
+    if Path(written.storage.pepper_file) != pepper:
+        raise ProvisionError(f"{target}: left unchanged: storage.pepper_file is not {pepper}")
     note = "written"
     if target.exists():
         old = target.read_text(encoding="utf-8", errors="replace")
@@ -142,9 +163,6 @@ def write_profile(loaded: Profile, target: Path, pepper: Path) -> str:
             _write_atomically(backup, old.encode("utf-8"), 0o644)
             note = f"written (the previous one is kept as {backup})"
     _write_atomically(target, text.encode("utf-8"), 0o644)
-    written = load_profile(target)  # what the daemon will read must load, and find the pepper
-    if Path(written.storage.pepper_file) != pepper:
-        raise ProvisionError(f"{target}: storage.pepper_file did not come out as {pepper}")
     return note
 
 

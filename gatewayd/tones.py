@@ -30,7 +30,7 @@ DEFAULT_LEVEL_DBFS = -13.0
 RAMP_SECONDS = 0.004
 
 _FULL_SCALE = 32767
-_TONE_KEYS = frozenset({"frequencies", "cadence", "level_dbfs"})
+_TONE_KEYS = frozenset({"frequencies", "cadence", "level_dbfs", "repeats"})
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,21 @@ class Tone:
     """One tone: a sum of sines, either continuous or switched on/off by a repeating cadence.
 
     ``cadence`` holds ``(on_s, off_s)`` pairs played in order and repeated; empty means
-    continuous. ``level_dbfs`` is the level of each frequency component.
+    continuous. ``level_dbfs`` is the level of each frequency component. ``repeats``
+    > 0 plays the cadence that many times, then the tone stays on (France's
+    message-waiting dial tone, DESIGN.md §7.5: 100 ms on / 100 ms off six times).
     """
 
     name: str
     frequencies: tuple[float, ...]
     cadence: tuple[tuple[float, float], ...] = ()
     level_dbfs: float = DEFAULT_LEVEL_DBFS
+    repeats: int = 0
 
     def __post_init__(self) -> None:
         problem = _tone_problem(self.frequencies, self.cadence, self.level_dbfs)
+        if self.repeats < 0:
+            problem = f"repeats must be 0 (forever) or more, got {self.repeats}"
         if problem:
             raise ValueError(f"tone {self.name!r}: {problem}")
 
@@ -174,11 +179,14 @@ def _tone_from_table(name: str, table: object, source: str) -> Tone:
         raise ProfileError(
             f"{where}.level_dbfs must be a number such as -13, got {type(level).__name__}"
         )
+    repeats = table.get("repeats", 0)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
+        raise ProfileError(f"{where}.repeats must be an integer >= 0 (0: forever), got {repeats!r}")
     cadence = tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
     problem = _tone_problem(frequencies, cadence, float(level))
     if problem:
         raise ProfileError(f"{where}: {problem}")
-    return Tone(name, frequencies, cadence, float(level))
+    return Tone(name, frequencies, cadence, float(level), repeats)
 
 
 def _numbers(value: object, key: str, example: str) -> tuple[float, ...]:
@@ -224,6 +232,7 @@ def tone_periods(
     steps = _envelope_steps(tone, rate)
     step_index = 0
     step_frames, step_on = steps[0] if steps else (0, True)
+    cycles_left = tone.repeats  # 0: the cadence repeats forever
     position = 0  # frames already played in the current step (or since start if continuous)
     tau = 2 * math.pi
 
@@ -234,6 +243,10 @@ def tone_periods(
                 step_index = (step_index + 1) % len(steps)
                 step_frames, step_on = steps[step_index]
                 position = 0
+                if step_index == 0 and cycles_left:
+                    cycles_left -= 1
+                    if not cycles_left:  # the cadence is over: the tone stays on
+                        steps, step_on = [], True
             if step_on:
                 # Fade in over `ramp` frames, and out over the last `ramp` of a cadence step.
                 gain = min(1.0, (position + 0.5) / ramp)

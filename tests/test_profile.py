@@ -15,13 +15,18 @@ import pytest
 from gatewayd.errors import GatewaydError, ProfileError
 from gatewayd.paths import shipped_profiles_dir
 from gatewayd.profile import (
+    README,
+    README_TABLES,
     HookTiming,
     ModemSection,
     SlicPins,
     load_profile,
+    render_readme,
     shipped_profile_names,
 )
-from gatewayd.voicemail.config import Keys, Policy, Timeouts, VoicemailConfig
+from gatewayd.profile import main as profile_main
+from gatewayd.tones import TonePlan
+from gatewayd.voicemail.config import Keys, Mailbox, Policy, Timeouts, VoicemailConfig
 
 
 @pytest.fixture(autouse=True)
@@ -148,8 +153,8 @@ def test_shipped_sim_profile_runs_anywhere_with_design_defaults() -> None:
     assert profile.line.slic is None and profile.line.modem is None
     assert profile.audio.playback == "null"
     assert profile.console is None
-    # The values written out in sim.toml are exactly config.py's defaults.
-    assert profile.voicemail == VoicemailConfig()
+    # The values written out in sim.toml are config.py's defaults, but for a quick answer.
+    assert profile.voicemail == VoicemailConfig(mailbox=Mailbox(answer_after_rings=2))
     assert profile.tone_plan == "fr"
     assert profile.tones == {}
     assert profile.storage.state_dir == "~/.local/state/gatewayd"
@@ -312,17 +317,17 @@ def test_missing_pin(tmp_path: Path) -> None:
         (
             "answer_after_rings = true",
             "line.answer_after_rings",
-            "expected an integer >= 1, got boolean true",
+            "expected an integer from 1 to 15, got boolean true",
         ),
         (
             'answer_after_rings = "2"',
             "line.answer_after_rings",
-            'expected an integer >= 1, got string "2"',
+            'expected an integer from 1 to 15, got string "2"',
         ),
         (
             "answer_after_rings = 2.0",
             "line.answer_after_rings",
-            "expected an integer >= 1, got float 2.0",
+            "expected an integer from 1 to 15, got float 2.0",
         ),
         ("ring_on_s = false", "line.ring_on_s", "expected a number > 0 s, got boolean false"),
         (
@@ -373,7 +378,7 @@ def test_wrong_type(tmp_path: Path, toml_line: str, key: str, expected: str) -> 
         (
             "answer_after_rings = 0",
             "line.answer_after_rings",
-            "expected an integer >= 1, got integer 0",
+            "expected an integer from 1 to 15, got integer 0",
         ),
         ("ring_off_s = 0", "line.ring_off_s", "expected a number > 0 s, got integer 0"),
         (
@@ -589,7 +594,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
             f"{path}: bogus: unknown section; known sections: "
             "audio, board, console, line, logging, storage, tones, voicemail",
             f"{path}: board.name: missing required key; expected a non-empty string",
-            f"{path}: line.answer_after_rings: expected an integer >= 1, got integer 0",
+            f"{path}: line.answer_after_rings: expected an integer from 1 to 15, got integer 0",
             f"{path}: voicemail.policy.lock_after: expected an integer >= 1, got boolean true",
         ]
     )
@@ -653,3 +658,137 @@ def test_readme_toml_examples_load(tmp_path: Path) -> None:
     for number, example in enumerate(examples):
         path = write(tmp_path, SIM_HEAD + example, f"example{number}.toml")
         assert load_profile(str(path)).line.driver == "sim"
+
+
+def test_readme_key_tables_are_generated_from_the_declarations() -> None:
+    # Regenerate with: python -m gatewayd.profile --readme
+    readme = README.read_text(encoding="utf-8")
+    assert render_readme(readme) == readme
+    for name in README_TABLES:
+        assert f"<!-- schema:{name} -->" in readme
+
+
+def test_the_readme_generator_rewrites_a_stale_table(tmp_path: Path) -> None:
+    stale = write(tmp_path, "# x\n<!-- schema:logging -->\n| old |\n<!-- /schema -->\n", "R.md")
+    assert profile_main(["--readme", str(stale)]) == 0
+    text = stale.read_text(encoding="utf-8")
+    assert "| old |" not in text and '| `level` | `"debug"` or' in text
+
+
+# --- [voicemail.mailbox] ------------------------------------------------------------
+
+
+def test_mailbox_defaults_are_design_section_7(tmp_path: Path) -> None:
+    profile = load_profile(str(write(tmp_path, SLIC_FULL)))
+    assert profile.voicemail.mailbox == Mailbox()
+    assert (Mailbox().answer_after_rings, Mailbox().max_message_s) == (5, 180.0)
+    assert Mailbox().timezone == "Europe/Paris"
+    # The line's attribute mirrors the mailbox (line drivers read it until they move).
+    assert profile.line.answer_after_rings == 5
+
+
+def test_mailbox_keys_load(tmp_path: Path) -> None:
+    text = SIM_HEAD + (
+        "[voicemail.mailbox]\nanswer_after_rings = 3\nmax_silence_s = 5\nmax_messages = 10\n"
+        'timezone = "America/Montreal"\n'
+    )
+    profile = load_profile(str(write(tmp_path, text)))
+    assert profile.voicemail.mailbox == Mailbox(
+        answer_after_rings=3, max_silence_s=5.0, max_messages=10, timezone="America/Montreal"
+    )
+    assert profile.line.answer_after_rings == 3
+
+
+@pytest.mark.parametrize(
+    ("toml_lines", "key", "expected"),
+    [
+        (
+            "answer_after_rings = 0",
+            "answer_after_rings",
+            "expected an integer from 1 to 15, got integer 0",
+        ),
+        (
+            'timezone = "Europe/Pariss"',
+            "timezone",
+            'expected an IANA time zone name, e.g. "Europe/Paris" (did you mean "Europe/Paris"?), '
+            'got string "Europe/Pariss"',
+        ),
+        (
+            'timezone = "../../etc/passwd"',
+            "timezone",
+            'expected an IANA time zone name, e.g. "Europe/Paris", got string "../../etc/passwd"',
+        ),
+        (
+            "min_message_s = 20\nmax_message_s = 10",
+            "min_message_s",
+            "expected a value below voicemail.mailbox.max_message_s (10), got 20",
+        ),
+        (
+            "max_message_s = 600\nmax_total_s = 300",
+            "max_message_s",
+            "expected a value <= voicemail.mailbox.max_total_s (300), got 600",
+        ),
+        ("max_messages = 0", "max_messages", "expected an integer from 1 to 1000, got integer 0"),
+        ("max_silence_s = 0", "max_silence_s", "expected a number > 0 and <= 60 s, got integer 0"),
+        (
+            "maxmessages = 3",
+            "maxmessages",
+            'unknown key; did you mean "voicemail.mailbox.max_messages"?',
+        ),
+    ],
+)
+def test_mailbox_mistakes(tmp_path: Path, toml_lines: str, key: str, expected: str) -> None:
+    path = write(tmp_path, SIM_HEAD + "[voicemail.mailbox]\n" + toml_lines + "\n")
+    assert problem(path) == f"{path}: voicemail.mailbox.{key}: {expected}"
+
+
+@pytest.mark.parametrize("head", [SIM_HEAD, MODEM.replace("[console]", "[x]")])
+def test_answer_after_rings_in_line_is_a_deprecated_alias(
+    tmp_path: Path, head: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = head.replace("answer_after_rings = 4\n", "").replace("[x]", "[console]")
+    text = text.replace('driver = "sim"\n', 'driver = "sim"\nanswer_after_rings = 3\n').replace(
+        'family = "usr5637"\n', 'family = "usr5637"\nanswer_after_rings = 3\n'
+    )
+    path = write(tmp_path, text)
+    with caplog.at_level("WARNING", logger="gatewayd.profile"):
+        profile = load_profile(str(path))
+    assert profile.voicemail.mailbox.answer_after_rings == 3
+    assert profile.line.answer_after_rings == 3
+    assert f"{path}: line.answer_after_rings is deprecated" in caplog.text
+    assert "[voicemail.mailbox]" in caplog.text
+
+
+def test_answer_after_rings_set_twice_is_refused(tmp_path: Path) -> None:
+    text = SIM_HEAD + "answer_after_rings = 3\n[voicemail.mailbox]\nanswer_after_rings = 4\n"
+    path = write(tmp_path, text)
+    assert problem(path) == (
+        f"{path}: line.answer_after_rings: deprecated, and "
+        "voicemail.mailbox.answer_after_rings is set too; remove this one"
+    )
+
+
+def test_shipped_profiles_set_the_ring_count_in_the_mailbox(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="gatewayd.profile"):
+        rings = {
+            name: load_profile(name).voicemail.mailbox.answer_after_rings
+            for name in shipped_profile_names()
+        }
+    assert "deprecated" not in caplog.text
+    assert rings["sim"] == 2 and rings["usr5637-modem"] == 2  # as before the move
+    assert rings["rpi-ag1171-mt8870"] == 5  # a station-only board: the DESIGN default
+
+
+def test_a_message_waiting_tone_can_be_given(tmp_path: Path) -> None:
+    # DESIGN §7.5: 440 Hz, 100 ms on / 100 ms off six times, then continuous.
+    mwi = "[tones.mwi]\nfrequencies = [440]\ncadence = [0.1, 0.1]\nrepeats = 6\n"
+    profile = load_profile(str(write(tmp_path, SIM_HEAD + mwi)))
+    assert profile.tones == {"mwi": {"frequencies": [440.0], "cadence": [0.1, 0.1], "repeats": 6}}
+    # What the daemon does with it: the tone module reads the same table.
+    tone = TonePlan.from_mapping(profile.tones, str(profile.source))["mwi"]
+    assert (tone.cadence, tone.repeats) == (((0.1, 0.1),), 6)
+
+    path = write(tmp_path, SIM_HEAD + mwi.replace("repeats = 6", "repeats = -1"), "bad.toml")
+    assert problem(path) == f"{path}: tones.mwi.repeats: expected an integer >= 0, got integer -1"

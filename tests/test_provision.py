@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 
 from gatewayd.console import LoginOutcome, TechnicianAuth
+from gatewayd.errors import ProfileError
 from gatewayd.paths import resolve_pepper_path
 from gatewayd.profile import load_profile
 from gatewayd.provision import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    ProvisionError,
     main,
     with_pepper_file,
+    write_profile,
 )
 from gatewayd.voicemail.hashing import CodeHasher
 from gatewayd.voicemail.store import Store
@@ -189,3 +192,97 @@ def test_pepper_file_is_set_whatever_the_storage_section_holds(storage: str) -> 
     result = tomllib.loads(with_pepper_file(text, Path("/etc/gatewayd/pepper"), Path("x.toml")))
     assert result["storage"]["pepper_file"] == "/etc/gatewayd/pepper"
     assert result["logging"] == {"level": "info"} and result["board"] == {"name": "x"}
+
+
+# --- every TOML spelling of [storage] (issue 9: regexes broke all but one) ----------------
+
+SIM_STORAGE = """[storage]
+state_dir = "~/.local/state/gatewayd"
+# Relative: inside the state dir. Only the sim creates its own pepper; hardware
+# profiles get theirs from `gatewayd provision`.
+pepper_file = "pepper"
+create_pepper = true
+"""
+#: The same [storage] in each spelling TOML allows: where it goes (top, or in place), its text.
+SPELLINGS = {
+    "table": ("in place", SIM_STORAGE),
+    "quoted-header": ("in place", SIM_STORAGE.replace("[storage]", '["storage"]  # quoted')),
+    "spaced-header": ("in place", SIM_STORAGE.replace("[storage]", "[ storage ]")),
+    "dotted-keys": (
+        "top",
+        '# kept comment\nstorage.state_dir = "~/.local/state/gatewayd"\n'
+        'storage.pepper_file = "pepper"\nstorage.create_pepper = true\n',
+    ),
+    "inline-table": (
+        "top",
+        "# kept comment\n"
+        'storage = { state_dir = "~/.local/state/gatewayd", create_pepper = true }\n',
+    ),
+    "absent": ("in place", ""),
+}
+
+
+def spelled(tmp: Path, spelling: str) -> Path:
+    """The test sim profile with its [storage] written in ``spelling``."""
+    path = make_profile(tmp)
+    text = path.read_text()
+    assert SIM_STORAGE in text
+    where, storage = SPELLINGS[spelling]
+    if where == "top":
+        text = storage + "\n" + text.replace(SIM_STORAGE, "")
+    else:
+        text = text.replace(SIM_STORAGE, storage)
+    path.write_text(text)
+    assert load_profile(path).storage.pepper_file == "pepper"  # a valid profile to start with
+    return path
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_every_spelling_of_storage_is_provisioned(tmp_path: Path, spelling: str) -> None:
+    source = spelled(tmp_path, spelling)
+    status, out = provision(tmp_path, source)
+    assert status == EXIT_OK, out
+    target = tmp_path / "etc" / "profile.toml"
+    written = load_profile(target)
+    assert written.storage.pepper_file == str((tmp_path / "etc" / "pepper").absolute())
+    assert written.storage.state_dir == "~/.local/state/gatewayd"
+    assert written.voicemail == load_profile(source).voicemail
+    text = target.read_text()
+    assert text.count("pepper_file =") == 1  # replaced, not added twice
+    if spelling in ("dotted-keys", "inline-table"):
+        assert "# kept comment" in text  # the technician's comments stay
+    # Provisioning again from the provisioned file changes nothing.
+    assert "unchanged" in provision(tmp_path, target)[1]
+
+
+def test_comments_and_layout_are_kept(tmp_path: Path, profile: Path) -> None:
+    provision(tmp_path, profile)
+    original = profile.read_text().splitlines()
+    written = (tmp_path / "etc" / "profile.toml").read_text().splitlines()
+    assert written[0].startswith("# Provisioned by `gatewayd provision` from ")
+    changed = [line for line in written[1:] if line not in original]
+    assert changed == [f'pepper_file = "{(tmp_path / "etc" / "pepper").absolute()}"']
+
+
+def test_a_profile_that_would_not_load_never_replaces_the_file(
+    tmp_path: Path, profile: Path
+) -> None:
+    assert provision(tmp_path, profile)[0] == EXIT_OK
+    etc = tmp_path / "etc"
+    before = (etc / "profile.toml").read_bytes()
+    loaded = load_profile(profile)
+    # The source changes after it was checked (an editor saving it half-way, say).
+    profile.write_text(profile.read_text().replace('[board]\nname = "sim"', "[board]"))
+    with pytest.raises(ProvisionError) as caught:
+        write_profile(loaded, etc / "profile.toml", (etc / "pepper").absolute())
+    message = str(caught.value)
+    assert message.startswith(f"{etc / 'profile.toml'}: left unchanged")
+    assert "board.name: missing required key" in message
+    assert (etc / "profile.toml").read_bytes() == before
+    assert sorted(p.name for p in etc.iterdir()) == ["pepper", "profile.toml"]  # no temp left
+
+
+def test_broken_toml_in_the_source_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError) as caught:
+        with_pepper_file('[board]\nname = "x"\n[storage\n', Path("/p"), Path("board.toml"))
+    assert str(caught.value).startswith("board.toml: TOML syntax error")

@@ -100,6 +100,13 @@ def test_cadence_of_generated_periods(name: str, on_periods: float, off_periods:
         assert on_run + off_run == on_periods + off_periods
 
 
+def test_a_cadence_with_repeats_then_stays_on() -> None:
+    # The message-waiting dial tone (DESIGN.md §7.5): 100 ms on / 100 ms off six times.
+    mwi = Tone("mwi", (440.0,), ((0.1, 0.1),), repeats=6)
+    labels = [classify(p) for p in first_periods(mwi, 6 * 10 + 100)]
+    assert runs(labels) == [("on", 5), ("off", 5)] * 6 + [("on", 100)]
+
+
 def test_cadence_edges_are_exact_to_the_sample() -> None:
     tone = TonePlan.france()["busy"]
     samples = samples_of(b"".join(first_periods(tone, 100)))  # two seconds

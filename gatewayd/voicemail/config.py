@@ -1,63 +1,105 @@
-"""Voicemail settings: keys, timeouts and security policy, with the DESIGN.md defaults.
+"""Voicemail settings: keys, timeouts, security policy and mailbox, with the DESIGN.md defaults.
 
-Every number of DESIGN.md §1-§2 lives here, so profiles (``[voicemail]``) and
-tests can change them in one place.
+Every number of DESIGN.md §1-§2 and §7 lives here, declared once with its range
+and doc line (:mod:`gatewayd.schema`): profiles (``[voicemail]``), the README's
+tables and tests all take them from these declarations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from gatewayd.schema import (
+    Bool,
+    Int,
+    PowerOfTwo,
+    Real,
+    Text,
+    TimeZone,
+    setting,
+    subtable,
+)
+
+LANGUAGES: Final = ("fr", "en")
+#: Tone plans gatewayd.tones provides (TonePlan.france()); add a name here with its plan.
+TONE_PLANS: Final = ("fr",)
+
+_KEY = Text(
+    pattern=re.compile(r"[0-9*#]"), what="a single DTMF key, one of 0-9 * #", allow_empty=False
+)
+_SECONDS = Real(above=0, unit="s")
+_COUNT = Int(minimum=1)
 
 
 @dataclass(frozen=True)
 class Keys:
     """Menu keys (``[voicemail.keys]``); the operator's guide omits them, these are defaults."""
 
-    main_listen: str = "1"
-    main_personalise: str = "3"
-    personalise_code: str = "2"
-    code_create: str = "1"
-    code_modify: str = "1"
-    code_protection: str = "2"
-    confirm_yes: str = "1"
-    confirm_retry: str = "2"
-    back: str = "*"
-    end_entry: str = "#"
-    #: During the greeting: skip to the beep, or ask for the code (DESIGN §7.1).
-    greeting_skip: str = "#"
-    greeting_code: str = "*"
-    #: While recording a message: end it.
-    end_recording: str = "#"
+    main_listen: str = setting(_KEY, "main menu: listen to messages", "1")
+    main_personalise: str = setting(_KEY, 'main menu: "Personnaliser votre messagerie"', "3")
+    personalise_code: str = setting(_KEY, 'personalise menu: "Votre code secret"', "2")
+    code_create: str = setting(_KEY, "secret-code menu, no code yet: create one", "1")
+    code_modify: str = setting(_KEY, "secret-code menu, a code exists: modify it", "1")
+    code_protection: str = setting(
+        _KEY, 'secret-code menu: turn "code required from the fixed line" on/off', "2"
+    )
+    confirm_yes: str = setting(_KEY, "after the read-back: the code suits", "1")
+    confirm_retry: str = setting(_KEY, "after the read-back: key another code", "2")
+    back: str = setting(_KEY, "back to the previous menu", "*")
+    end_entry: str = setting(_KEY, "ends a code entry", "#")
+    greeting_skip: str = setting(_KEY, "during the greeting: skip to the beep", "#")
+    greeting_code: str = setting(_KEY, "during the greeting: ask for the code (remote access)", "*")
+    end_recording: str = setting(_KEY, "while a message is recorded: end it", "#")
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """Call-flow timeouts in seconds (``[voicemail.timeouts]``)."""
 
-    first_digit: float = 15.0
-    inter_digit: float = 5.0
-    menu: float = 8.0
-    #: A menu with no key is replayed this many times, then the call ends with ``goodbye``.
-    menu_replays: int = 2
-    #: Invalid code entries (bad length, trivial) before going back to the menu.
-    entry_tries: int = 3
+    first_digit: float = setting(_SECONDS, "off-hook with no key: give up after this", 15.0)
+    inter_digit: float = setting(_SECONDS, "between two dialled digits", 5.0)
+    menu: float = setting(_SECONDS, "a menu with no key is replayed after this", 8.0)
+    menu_replays: int = setting(
+        Int(minimum=0), "replays of a silent menu before the goodbye prompt", 2
+    )
+    entry_tries: int = setting(
+        _COUNT, "invalid code entries (bad length, trivial) before going back to the menu", 3
+    )
 
 
 @dataclass(frozen=True)
 class Policy:
     """Security policy numbers (``[voicemail.policy]``), DESIGN.md §2.3-§2.4."""
 
-    tries_per_call: int = 3
-    #: Every group of this many consecutive failures starts a cool-down.
-    cooldown_every: int = 3
-    cooldown_first_s: float = 15 * 60.0
-    cooldown_cap_s: float = 24 * 3600.0
-    lock_after: int = 10
-    #: scrypt cost: n=2**14, r=8 keeps a check well under 150 ms on a laptop core;
-    #: slower boards lower ``scrypt_n`` in their profile (see bench/verify.py).
-    scrypt_n: int = 2**14
-    scrypt_r: int = 8
-    scrypt_p: int = 1
+    tries_per_call: int = setting(_COUNT, "wrong codes before the call is ended", 3)
+    cooldown_every: int = setting(
+        _COUNT, "every group of this many consecutive failures starts a cool-down", 3
+    )
+    cooldown_first_s: float = setting(
+        _SECONDS, "first cool-down (15 min), doubled at each following one", 15 * 60.0
+    )
+    cooldown_cap_s: float = setting(
+        _SECONDS, "longest cool-down (24 h); at least `cooldown_first_s`", 24 * 3600.0
+    )
+    lock_after: int = setting(_COUNT, "consecutive failures that lock access until a reset", 10)
+    #: n=2**14, r=8 keeps a check well under 150 ms on a laptop core.
+    scrypt_n: int = setting(
+        PowerOfTwo(2**10), "scrypt cost N; slow boards lower it (see `bench/verify.py`)", 2**14
+    )
+    scrypt_r: int = setting(_COUNT, "scrypt block size r", 8)
+    scrypt_p: int = setting(_COUNT, "scrypt parallelism p", 1)
+
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """The cap is not below the first cool-down."""
+        if self.cooldown_cap_s < self.cooldown_first_s:
+            yield (
+                "cooldown_cap_s",
+                f"expected a value >= {key('cooldown_first_s')} ({self.cooldown_first_s:g}), "
+                f"got {self.cooldown_cap_s:g}",
+            )
 
     def cooldown_seconds(self, failures: int) -> float:
         """Cool-down started by the given consecutive failure count (0 if none starts)."""
@@ -71,30 +113,85 @@ class Policy:
 class Mailbox:
     """The answering machine (``[voicemail.mailbox]``), DESIGN.md §7."""
 
-    #: Rings before the box answers an unanswered trunk call (about 25 s on the French cadence).
-    answer_after_rings: int = 5
-    #: Continuous silence that ends a message.
-    max_silence_s: float = 10.0
-    max_message_s: float = 180.0
-    #: Messages shorter than this after trimming are discarded (a hang-up after the beep).
-    min_message_s: float = 2.0
-    max_messages: int = 30
-    max_total_s: float = 3600.0
-    greeting_max_s: float = 60.0
-    timezone: str = "Europe/Paris"
+    answer_after_rings: int = setting(
+        Int(minimum=1, maximum=15),
+        "an unanswered call from the network is answered after this many rings "
+        "(5: about 25 s on the French cadence); lifting the handset cancels it",
+        5,
+    )
+    max_silence_s: float = setting(
+        Real(above=0, at_most=60, unit="s"), "a recording ends after this much silence", 10.0
+    )
+    max_message_s: float = setting(
+        Real(above=0, at_most=3600, unit="s"),
+        'longest message; then "durée maximale atteinte" and the recording ends',
+        180.0,
+    )
+    min_message_s: float = setting(
+        Real(at_least=0, at_most=60, unit="s"),
+        "shorter messages (after trimming silence) are discarded: a hang-up after the beep",
+        2.0,
+    )
+    max_messages: int = setting(
+        Int(minimum=1, maximum=1000), "messages kept; a full mailbox takes no more", 30
+    )
+    max_total_s: float = setting(
+        Real(above=0, at_most=86400, unit="s"),
+        "total recorded time kept (60 min); a full mailbox takes no more",
+        3600.0,
+    )
+    greeting_max_s: float = setting(
+        Real(above=0, at_most=600, unit="s"), "longest personal greeting", 60.0
+    )
+    timezone: str = setting(
+        TimeZone(), "time zone of the dates and times spoken with each message", "Europe/Paris"
+    )
+
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """A message can be kept: min < max <= the mailbox's total."""
+        if self.min_message_s >= self.max_message_s:
+            yield (
+                "min_message_s",
+                f"expected a value below {key('max_message_s')} ({self.max_message_s:g}), "
+                f"got {self.min_message_s:g}",
+            )
+        if self.max_message_s > self.max_total_s:
+            yield (
+                "max_message_s",
+                f"expected a value <= {key('max_total_s')} ({self.max_total_s:g}), "
+                f"got {self.max_message_s:g}",
+            )
 
 
 @dataclass(frozen=True)
 class VoicemailConfig:
     """Everything the IVR and the policy need from a profile's ``[voicemail]`` section."""
 
-    access_number: str = "3103"
-    language: str = "fr"
-    #: The line's own number; its last 4 digits are refused as a code when given.
-    line_number: str = ""
-    #: Whether key ``1`` of the main menu reaches a mailbox (listen to messages).
-    mailbox_exists: bool = True
-    keys: Keys = field(default_factory=Keys)
-    mailbox: Mailbox = field(default_factory=Mailbox)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    policy: Policy = field(default_factory=Policy)
+    access_number: str = setting(
+        Text(
+            pattern=re.compile(r"[0-9]+"),
+            what='a string of digits 0-9, e.g. "3103"',
+            allow_empty=False,
+        ),
+        "the number dialled from the handset to reach the service",
+        "3103",
+    )
+    language: str = setting(Text(choices=LANGUAGES), "prompt language (`audio/<lang>/`)", "fr")
+    line_number: str = setting(
+        Text(pattern=re.compile(r"[0-9]{4,}"), what='"" or a string of at least 4 digits'),
+        "the line's own number; its last 4 digits are refused as a code",
+        "",
+    )
+    mailbox_exists: bool = setting(
+        Bool(), "whether main-menu key `main_listen` (listen to messages) is offered", True
+    )
+    tone_plan: str = setting(
+        Text(choices=TONE_PLANS),
+        "the national tone plan (dial, busy, congestion, ringback); `[tones.NAME]` changes "
+        "single tones",
+        "fr",
+    )
+    keys: Keys = subtable(Keys)
+    timeouts: Timeouts = subtable(Timeouts)
+    policy: Policy = subtable(Policy)
+    mailbox: Mailbox = subtable(Mailbox)
