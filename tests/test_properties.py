@@ -75,6 +75,7 @@ from gatewayd.events import (
     StopAudio,
     TimerExpired,
 )
+from gatewayd.eventtypes import problems
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES, CodeHasher
 from gatewayd.voicemail.ivr import AUTH, CODE_CONFIRM, CODE_ENTRY, Ivr
@@ -199,7 +200,9 @@ def prompts_of(actions: list[Action]) -> list[str]:
 
 def notes_of(actions: list[Action], kind: str) -> list[dict[str, Any]]:
     """The ``events`` stream entries of one type, in order."""
-    return [a.event for a in actions if isinstance(a, Notify) and a.event.get("type") == kind]
+    notes = [dict(a.event) for a in actions if isinstance(a, Notify)]
+    assert all(problems(note) == [] for note in notes), notes  # as eventtypes declares them
+    return [note for note in notes if note["type"] == kind]
 
 
 def expected_audit(actions: list[Action]) -> list[str]:

@@ -51,6 +51,7 @@ from gatewayd.events import (
     StopAudio,
     TimerExpired,
 )
+from gatewayd.eventtypes import Event
 from gatewayd.voicemail.codes import CODE_LENGTH
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.policy import Access, SecretCodeService
@@ -191,7 +192,7 @@ class Ivr:
                 self._on_remote_answered()
             case RemoteHangup():
                 if self._call and self._call.party == "remote":
-                    self._notify(type="hook", party="remote", state="on")
+                    self._notify({"type": "hook", "party": "remote", "state": "on"})
                     self._out.append(StopAudio())
                     self._end_call(reason="hangup")
             case LineFault(reason=reason):
@@ -210,12 +211,12 @@ class Ivr:
         if self._handset_off:
             return  # off-hook twice: nothing new
         self._handset_off = True
-        self._notify(type="hook", party="handset", state="off")
+        self._notify({"type": "hook", "party": "handset", "state": "off"})
         if self._call is not None:
             LOGGER.info("handset lifted during a remote call; ignored by the service")
             return
         self._call = _Call(party="handset", state=DIALING)
-        self._notify(type="call", party="handset", state="start")
+        self._notify({"type": "call", "party": "handset", "state": "start"})
         self._tone("dial")
         self._start_timer(DIAL_TIMER, self._timeouts.first_digit)
 
@@ -223,7 +224,7 @@ class Ivr:
         if not self._handset_off:
             return
         self._handset_off = False
-        self._notify(type="hook", party="handset", state="on")
+        self._notify({"type": "hook", "party": "handset", "state": "on"})
         if self._call is not None and self._call.party == "handset":
             self._out.append(StopAudio())
             self._end_call(reason="hangup")
@@ -234,7 +235,7 @@ class Ivr:
             self._out.append(Hangup())
             return
         self._call = _Call(party="remote")
-        self._notify(type="call", party="remote", state="start")
+        self._notify({"type": "call", "party": "remote", "state": "start"})
         self._enter_auth()
 
     def _end_call(self, reason: str) -> None:
@@ -244,7 +245,7 @@ class Ivr:
         for name in list(self._deadlines):
             self._cancel_timer(name)
         self._call = None  # drops any pending, unconfirmed code with it
-        self._notify(type="call", party=call.party, state="end", reason=reason)
+        self._notify({"type": "call", "party": call.party, "state": "end", "reason": reason})
 
     # --- keys ------------------------------------------------------------------------
 
@@ -252,7 +253,9 @@ class Ivr:
         call = self._call
         if call is None or call.party != party:
             return  # key while on-hook, or from a party not in the call
-        self._notify(type="key", party=party, key="masked" if call.state in SECRET_STATES else key)
+        self._notify(
+            {"type": "key", "party": party, "key": "masked" if call.state in SECRET_STATES else key}
+        )
         if call.state in (DEAD, ENDING, IDLE):
             return
         if call.play_id is not None or call.tone:
@@ -359,11 +362,11 @@ class Ivr:
                 return self._finish(("code_create_first",))
             return self._enter_menu(MAIN_MENU)  # protection without a code cannot stand
         if access is Access.LOCKED:
-            self._notify(type="lock")
+            self._notify({"type": "lock"})
             return self._finish(("code_locked",))
         if access is Access.COOLDOWN:
             remaining = self._service.status().cooldown_remaining_s
-            self._notify(type="cooldown", seconds=round(remaining))
+            self._notify({"type": "cooldown", "seconds": round(remaining)})
             return self._finish(("code_too_many_failures",))
         call.bad_entries = 0
         self._enter_menu(AUTH)
@@ -377,14 +380,16 @@ class Ivr:
             return self._enter_auth()
         call.checks += 1
         if result.ok:
-            self._notify(type="auth", result="ok", failures=0, party=call.party)
+            self._notify({"type": "auth", "result": "ok", "failures": 0, "party": call.party})
             return self._enter_menu(MAIN_MENU)
-        self._notify(type="auth", result="fail", failures=result.failures, party=call.party)
+        self._notify(
+            {"type": "auth", "result": "fail", "failures": result.failures, "party": call.party}
+        )
         if result.locked:
-            self._notify(type="lock")
+            self._notify({"type": "lock"})
             return self._finish(("code_wrong", "code_locked"))
         if result.cooldown_s:
-            self._notify(type="cooldown", seconds=round(result.cooldown_s))
+            self._notify({"type": "cooldown", "seconds": round(result.cooldown_s)})
         if result.cooldown_s or call.checks >= self._service.policy.tries_per_call:
             return self._finish(("code_too_many_failures",))
         self._play(("code_wrong", *MENUS[AUTH].prompts), then=self._wait_key)
@@ -407,7 +412,7 @@ class Ivr:
         call.pending_code = code
         call.state = CODE_CONFIRM
         call.replays = 0
-        self._notify(type="menu", state=CODE_CONFIRM)
+        self._notify({"type": "menu", "state": CODE_CONFIRM})
         readback: tuple[PromptRef, ...] = tuple(SpokenDigit(d) for d in code)
         self._play(("code_you_entered", *readback, "code_confirm_menu"), then=self._wait_key)
 
@@ -415,13 +420,13 @@ class Ivr:
         call = self._require_call()
         code, call.pending_code = call.pending_code, ""
         action = self._service.set_code(code, "handset")  # durable before the prompt plays
-        self._notify(type="code", action=action, origin="handset")
+        self._notify({"type": "code", "action": action, "origin": "handset"})
         self._announce(("code_saved",), then=CODE_MENU)
 
     def _toggle_protection(self) -> None:
         on = not self._service.status().protection
         self._service.set_protection(on, "handset")
-        self._notify(type="protection", state="on" if on else "off")
+        self._notify({"type": "protection", "state": "on" if on else "off"})
         self._announce(("protection_on" if on else "protection_off",), then=CODE_MENU)
 
     # --- menus, prompts and timers ---------------------------------------------------
@@ -436,7 +441,7 @@ class Ivr:
         call.state = state
         call.replays = 0
         call.keys = ""
-        self._notify(type="menu", state=state)
+        self._notify({"type": "menu", "state": state})
         self._prompt_menu(state)
 
     def _prompt_menu(self, state: str) -> None:
@@ -451,7 +456,7 @@ class Ivr:
         call.state = then
         call.replays = 0
         call.keys = ""
-        self._notify(type="menu", state=then)
+        self._notify({"type": "menu", "state": then})
         self._play((*prompts, *self._menu_prompts(then)), then=self._wait_key)
 
     def _finish(self, prompts: tuple[str, ...]) -> None:
@@ -525,8 +530,8 @@ class Ivr:
         if self._deadlines.pop(name, None) is not None:
             self._out.append(CancelTimer(name))
 
-    def _notify(self, **event: object) -> None:
-        self._out.append(Notify(dict(event)))
+    def _notify(self, event: Event) -> None:
+        self._out.append(Notify(event))
 
     def _require_call(self) -> _Call:
         if self._call is None:

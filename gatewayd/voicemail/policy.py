@@ -12,7 +12,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gatewayd.errors import PolicyError
 from gatewayd.voicemail.codes import CODE_LENGTH, Refusal, refusal_reason
@@ -191,7 +191,7 @@ class SecretCodeService:
             return Refusal.PREVIOUS
         return None
 
-    def set_code(self, code: str, origin: str) -> str:
+    def set_code(self, code: str, origin: str) -> Literal["created", "modified"]:
         """Store a new code (create or modify) from the handset; returns "created" or "modified".
 
         Clears the failure counter, cool-down and lock, durably and with its audit record.
@@ -201,7 +201,9 @@ class SecretCodeService:
         reason = self.refusal(code)
         if reason is not None:
             raise ValueError(f"code refused: {reason.value}")
-        action = "modified" if self._secrets.mailbox().code_set else "created"
+        action: Literal["created", "modified"] = (
+            "modified" if self._secrets.mailbox().code_set else "created"
+        )
         salt = self._hasher.new_salt()
         code_hash = self._hasher.hash(code, salt)
         with self._secrets.transaction():
