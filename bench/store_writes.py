@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("protection on", lambda: service.set_protection(True, HANDSET)),
                 ("reset", lambda: service.reset("console")),
             ]
-            print(f"state file with {args.audit} audit records: {path.stat().st_size} bytes\n")
+            sizes = ", ".join(
+                f"{p.name} {p.stat().st_size} bytes" for p in sorted(path.parent.iterdir())
+            )
+            print(f"{args.audit} audit records; files: {sizes}\n")
             print("| operation | bytes written | fsyncs |")
             print("|---|---:|---:|")
             for name, operation in operations:

@@ -53,6 +53,34 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, payload: bytes, step: Fault | None = None) -> None:
+    """Replace ``path`` with ``payload``: temporary file, fsync, rename, fsync of the directory.
+
+    ``step`` is called with the name of each step before it runs (the fault-injection hook).
+    """
+    step = step or (lambda name: None)
+    tmp = path.with_name(f"{_tmp_prefix(path)}{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            step("write")
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            step("fsync")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        step("replace")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    step("fsync_dir")
+    fsync_dir(path.parent)
+
+
 class AtomicJSONStorage(Storage):
     """A TinyDB storage that replaces its file atomically and durably on every write.
 
@@ -123,26 +151,7 @@ class AtomicJSONStorage(Storage):
 
     def _write_file(self, data: dict[str, Any]) -> None:
         payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        tmp = self.path.with_name(f"{_tmp_prefix(self.path)}{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            try:
-                self._step("write")
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                self._step("fsync")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._step("replace")
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        self._step("fsync_dir")
-        fsync_dir(self.path.parent)
+        write_atomically(self.path, payload, self._step)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

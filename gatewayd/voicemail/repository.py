@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: Oldest audit records are dropped beyond this, so the state file stays small on flash.
+#: Oldest audit records are dropped beyond this, so the audit log stays small on flash.
 AUDIT_MAX = 1000
 #: Audit ``what`` values (never digits).
 AUDIT_EVENTS = frozenset(
@@ -83,9 +83,10 @@ def audit_record(
 class SecretsRepository(Protocol):
     """The mailbox secrets and their audit log, as the policy uses them.
 
-    Each :meth:`update_mailbox` and :meth:`audit` is durable when it returns;
-    inside :meth:`transaction` they land together when the block ends, or not
-    at all if it raises.
+    Each :meth:`update_mailbox` and :meth:`audit` is durable when it returns.
+    Inside :meth:`transaction` the secrets land together when the block ends, or
+    not at all if it raises; its audit records are appended after them (a crash
+    in between may lose a record, never a change of the secrets).
     """
 
     def mailbox(self) -> Mailbox:

@@ -5,8 +5,10 @@ replaces it atomically and durably, and a file that does not parse is never
 treated as empty (that would bring back "no code yet" and a zero failure
 counter). One TinyDB call is the unit of atomicity, so all of a mailbox (hash,
 salt, failure counter, lock, protection) lives in one document.
-:meth:`Store.transaction` widens the unit to several calls (a code change and
-its audit record land together). :class:`Store` is the
+:meth:`Store.transaction` widens the unit to several calls. The audit log is
+its own append-only file (:mod:`~gatewayd.voicemail.auditlog`), written after
+the secrets, so a change of the secrets no longer rewrites a thousand audit
+records. :class:`Store` is the
 :class:`~gatewayd.voicemail.repository.SecretsRepository` of the box.
 """
 
@@ -24,6 +26,7 @@ from tinydb import Query
 
 from gatewayd.errors import StateFileError
 from gatewayd.voicemail.atomicdb import AtomicJSONStorage, Fault, fsync_dir, open_atomic_db
+from gatewayd.voicemail.auditlog import AuditLog, audit_path
 from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES
 from gatewayd.voicemail.repository import (
     AUDIT_EVENTS,
@@ -50,7 +53,10 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: the audit log moved out of the state file into its own append-only file (auditlog.py).
+SCHEMA_VERSION = 2
+#: Schema 1 files (audit table inside) are migrated when opened.
+_MIGRATED_SCHEMAS = frozenset({1})
 MAILBOX_ID = "default"
 #: The one technician document (``technician`` table); absent in files written before it existed.
 TECHNICIAN_ID = "technician"
@@ -128,7 +134,9 @@ class Store:
         self._wall_clock = wall_clock
         self._db, self._storage = open_atomic_db(self.path, fault=fault, fix_hint=_FIX_HINT)
         self._mailboxes = self._db.table("mailbox")
-        self._audit = self._db.table("audit")
+        self._audit_log = AuditLog(audit_path(self.path), fault=fault)
+        #: Audit records of the open transaction, appended once its secrets are on disk.
+        self._pending_audit: list[dict[str, Any]] | None = None
         self._meta = self._db.table("meta")
         # No query cache: another process (``gatewayd provision``) may write this table.
         self._technicians = self._db.table("technician", cache_size=0)
@@ -154,18 +162,66 @@ class Store:
             LOGGER.info("created a new state file %s (schema %d)", self.path, SCHEMA_VERSION)
             return
         schema = meta[0].get("schema")
-        if schema != SCHEMA_VERSION:
+        if schema != SCHEMA_VERSION and schema not in _MIGRATED_SCHEMAS:
             raise StateFileError(
                 f"{self.path}: state schema {schema!r}, this gatewayd reads {SCHEMA_VERSION}. "
                 "Install the gatewayd version that wrote it, or restore a backup."
             )
         self.mailbox()  # validates the document now, not at the first call
+        if schema == 1:
+            self._migrate_from_1()
+
+    def _migrate_from_1(self) -> None:
+        """Move the audit table out to the audit log; safe to redo if a crash interrupts it.
+
+        The log is written whole (atomically) from the table first, then the state file
+        drops the table and says schema 2: a crash between the two redoes the first step.
+        """
+        records = [dict(r) for r in sorted(self._db.table("audit").all(), key=lambda r: r.doc_id)]
+        self._audit_log.replace(records)
+        with self._storage.batch():
+            self._db.drop_table("audit")
+            self._meta.update({"schema": SCHEMA_VERSION})
+        LOGGER.info(
+            "%s: schema 1 -> %d, %d audit records moved to %s",
+            self.path,
+            SCHEMA_VERSION,
+            len(records),
+            self._audit_log.path,
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Everything written inside lands in the file at once, or not at all."""
-        with self._storage.batch():
-            yield
+        """Secrets written inside land in the file at once, or not at all; then the audit.
+
+        The audit records of the transaction are appended to the audit log once the
+        secrets are on disk: a crash in between loses the record, never the change.
+        """
+        if self._pending_audit is not None:  # nested: the outer transaction writes
+            with self._storage.batch():
+                yield
+            return
+        self._pending_audit = []
+        try:
+            with self._storage.batch():
+                yield
+            pending = self._pending_audit
+        finally:
+            self._pending_audit = None
+        self._append_audit(pending)
+
+    def _append_audit(self, records: list[dict[str, Any]]) -> None:
+        try:
+            self._audit_log.append(records)
+        except OSError as exc:
+            # The change is already saved; the service goes on without its audit record.
+            LOGGER.error(
+                "%s: could not append %d audit record(s) (%s); the change itself is saved. "
+                "Check the state directory's disk (space, errors).",
+                self._audit_log.path,
+                len(records),
+                exc,
+            )
 
     def mailbox(self) -> Mailbox:
         """Read the mailbox document; a missing or malformed one fails closed."""
@@ -235,15 +291,14 @@ class Store:
     def audit(self, what: str, origin: str, **details: AuditDetail) -> None:
         """Append an audit record (what, origin, time); never pass digits here."""
         record = audit_record(what, origin, self._wall_clock(), details)
-        with self.transaction():
-            self._audit.insert(record)
-            if len(self._audit) > AUDIT_MAX:
-                ids = sorted(r.doc_id for r in self._audit.all())
-                self._audit.remove(doc_ids=ids[: len(ids) - AUDIT_MAX])
+        if self._pending_audit is not None:
+            self._pending_audit.append(record)
+        else:
+            self._append_audit([record])
 
     def audit_log(self, last: int | None = None) -> list[dict[str, Any]]:
         """Audit records, oldest first; the last ``last`` ones if given."""
-        records = [dict(r) for r in sorted(self._audit.all(), key=lambda r: r.doc_id)]
+        records = self._audit_log.records()
         return records[-last:] if last else records
 
     def close(self) -> None:
