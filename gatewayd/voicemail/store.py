@@ -121,7 +121,7 @@ def _secret_and_failures(doc: Mapping[str, Any]) -> tuple[bytes | None, bytes | 
 
 
 class Store:
-    """The voicemail state file: one mailbox document, an audit table and a schema version."""
+    """The voicemail state file (schema, mailbox and technician documents) and its audit log."""
 
     def __init__(
         self,
