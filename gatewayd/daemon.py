@@ -41,6 +41,7 @@ from gatewayd.events import (
     StopAudio,
     TimerExpired,
 )
+from gatewayd.eventtypes import PromptEvent
 from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
 from gatewayd.logsetup import current_level, set_level
@@ -294,7 +295,7 @@ class Daemon:
 
     def _prompt_started(self, prompt: PromptRef) -> None:
         # str() of a SpokenDigit is "digit_masked"; a composed menu shows its fragments.
-        event: dict[str, Any] = {"type": "prompt", "id": str(prompt)}
+        event: PromptEvent = {"type": "prompt", "id": str(prompt)}
         if isinstance(prompt, ComposedPrompt):
             event["parts"] = [list(sentence) for sentence in prompt.sentences]
         self.bus.publish(event)

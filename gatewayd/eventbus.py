@@ -1,4 +1,5 @@
-"""The ``events`` stream: JSON-ready dicts fanned out to console and control-socket clients.
+"""The ``events`` stream: the declared events (``eventtypes``) fanned out to console and
+control-socket clients, each stamped with ``"t"``.
 
 Each subscriber has a bounded queue; a client too slow to keep up is dropped
 rather than letting the daemon's memory grow.
@@ -10,21 +11,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+
+from gatewayd.eventtypes import Event, StampedEvent
 
 LOGGER = logging.getLogger(__name__)
 
 #: Events a subscriber may fall behind by before it is dropped.
 SUBSCRIBER_QUEUE = 1000
 
-Event = dict[str, Any]
-
 
 class Subscription:
     """One reader of the stream; ``closed`` is set when it was dropped for falling behind."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self.queue: asyncio.Queue[StampedEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self.closed = False
 
 
@@ -34,11 +34,11 @@ class EventBus:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._subscribers: set[Subscription] = set()
-        self._listeners: list[Callable[[Event], None]] = []
+        self._listeners: list[Callable[[StampedEvent], None]] = []
 
     def publish(self, event: Event) -> None:
         """Send ``event`` to everyone; must be called on the loop thread."""
-        stamped = {**event, "t": round(self._clock(), 3)}
+        stamped: StampedEvent = {**event, "t": round(self._clock(), 3)}
         for listener in self._listeners:
             listener(stamped)
         for sub in list(self._subscribers):
@@ -51,7 +51,7 @@ class EventBus:
                 sub.closed = True
                 self._subscribers.discard(sub)
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
+    def add_listener(self, listener: Callable[[StampedEvent], None]) -> None:
         """Call ``listener`` synchronously for every event (console, logs)."""
         self._listeners.append(listener)
 

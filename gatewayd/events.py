@@ -7,7 +7,10 @@ it is fed events and a clock and returns actions, with no I/O of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from gatewayd.eventtypes import Event
 
 Party = Literal["handset", "remote"]
 
@@ -249,7 +252,7 @@ class CancelTimer:
 class Notify:
     """An event for the ``events`` stream (control socket, console); never holds digits."""
 
-    event: dict[str, Any]
+    event: Event
 
 
 Action = (

@@ -35,6 +35,7 @@ from gatewayd.errors import GatewaydError, ProfileError
 from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
 from gatewayd.profile import Profile, load_profile, profile_from_text
 from gatewayd.selftest import STATE_FILE, daemon_running
+from gatewayd.voicemail.auditlog import audit_path
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.store import Store, fsync_dir
 
@@ -179,7 +180,9 @@ def set_technician_code(loaded: Profile, state_dir: Path, pepper: bytes, code: s
         # The state file was just written by root: give it to the state dir's owner (the
         # service user, once systemd made the directory), or the daemon could not read it.
         owner = state_dir.stat()
-        os.chown(path, owner.st_uid, owner.st_gid)
+        for written in (path, audit_path(path)):  # the audit log got its tech_code_set record
+            if written.exists():
+                os.chown(written, owner.st_uid, owner.st_gid)
     return path
 
 

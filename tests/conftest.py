@@ -9,6 +9,7 @@ import pytest
 from gatewayd.voicemail.config import Policy, VoicemailConfig
 from gatewayd.voicemail.hashing import CodeHasher
 from gatewayd.voicemail.policy import SecretCodeService
+from gatewayd.voicemail.repository import SecretsRepository
 from gatewayd.voicemail.store import Store
 from tests.harness import FakeClock, Phone
 
@@ -34,7 +35,7 @@ def store(state_path: Path):
         yield opened
 
 
-def make_service(store: Store, clock: FakeClock, **config: object) -> SecretCodeService:
+def make_service(store: SecretsRepository, clock: FakeClock, **config: object) -> SecretCodeService:
     policy = FAST_POLICY
     hasher = CodeHasher(TEST_PEPPER, n=policy.scrypt_n, r=policy.scrypt_r, p=policy.scrypt_p)
     return SecretCodeService(store, hasher, policy, clock, line_number=str(config.get("line", "")))

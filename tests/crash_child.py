@@ -49,8 +49,8 @@ STOCK_NAME = "stock.json"
 #: Cool-downs would refuse checks for minutes; a huge group size turns them off so the loop
 #: keeps counting failures up to the lock (10), which a reset then clears.
 CRASH_POLICY = Policy(scrypt_n=FAST_POLICY.scrypt_n, cooldown_every=1_000_000_000)
-#: Audit records in the file before the first kill: a few hundred make each write a
-#: few tens of kilobytes, so more kills land inside a write.
+#: Audit records in the audit log before the first kill, as on a box in service (the
+#: parent's opens also repair any line a kill tore in it).
 AUDIT_RECORDS = 300
 MAX_KILL_DELAY_S = 0.050
 #: No line from the fork server for this long means it is stuck: fail, don't hang.

@@ -30,6 +30,7 @@ from gatewayd.events import (
     StopAudio,
     TimerExpired,
 )
+from gatewayd.eventtypes import problems
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
@@ -166,7 +167,8 @@ class Phone:
             case CancelTimer(name=name):
                 self.timers.pop(name, None)
             case Notify(event=event):
-                self.events.append(event)
+                assert problems(event) == [], problems(event)  # as eventtypes declares it
+                self.events.append(dict(event))
 
     def hear(self) -> list[str]:
         """What was heard since the last call to hear()."""

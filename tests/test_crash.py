@@ -138,37 +138,55 @@ def set_code(code: str) -> Operation:
 
 @dataclass(frozen=True)
 class Scenario:
-    """An operation crashed in the middle, from the state ``setup`` leaves; ``writes`` it makes."""
+    """An operation crashed in the middle, from the state ``setup`` leaves; its write units."""
 
     setup: Operation
     operation: Operation
-    writes: int
+    #: What the operation writes, in order: STATE (a file replacement) or AUDIT (an append).
+    units: tuple[tuple[str, ...], ...]
 
+
+STATE = STEPS
+AUDIT = ("audit_write", "audit_fsync")
+#: A crash at these steps comes after the unit's data reached the file (replaced or written).
+AFTER_STEPS = ("fsync_dir", "audit_fsync")
 
 SCENARIOS = {
-    "create": Scenario(steps_of(), set_code(OLD_CODE), writes=1),
-    "modify": Scenario(steps_of(set_code(OLD_CODE), fail(2)), set_code(NEW_CODE), writes=1),
-    "wrong": Scenario(steps_of(set_code(OLD_CODE), fail(1)), fail(1), writes=2),
+    "create": Scenario(steps_of(), set_code(OLD_CODE), units=(STATE, AUDIT)),
+    "modify": Scenario(
+        steps_of(set_code(OLD_CODE), fail(2)), set_code(NEW_CODE), units=(STATE, AUDIT)
+    ),
+    "wrong": Scenario(steps_of(set_code(OLD_CODE), fail(1)), fail(1), units=(STATE, AUDIT)),
     "right": Scenario(
         steps_of(set_code(OLD_CODE), fail(2)),
         lambda service: service.check(OLD_CODE, "remote"),
-        writes=2,
+        units=(STATE, STATE),
     ),
     "lock": Scenario(
-        steps_of(set_code(OLD_CODE), fail(CRASH_POLICY.lock_after - 1)), fail(1), writes=2
+        steps_of(set_code(OLD_CODE), fail(CRASH_POLICY.lock_after - 1)),
+        fail(1),
+        units=(STATE, STATE, AUDIT),
     ),
     "reset": Scenario(
         steps_of(set_code(OLD_CODE), lambda service: service.set_protection(True, HANDSET)),
         lambda service: service.reset("advisor"),
-        writes=1,
+        units=(STATE, AUDIT),
     ),
 }
-CRASH_POINTS = [
-    pytest.param(name, write, step, id=f"{name}-write{write}-{step}")
-    for name, scenario in SCENARIOS.items()
-    for write in range(1, scenario.writes + 1)
-    for step in STEPS
-]
+
+
+def _crash_points() -> list[Any]:
+    points = []
+    for name, scenario in SCENARIOS.items():
+        flat = [step for unit in scenario.units for step in unit]
+        for index, step in enumerate(flat):
+            points.append(pytest.param(name, index, id=f"{name}-{index}-{step}"))
+    return points
+
+
+CRASH_POINTS = _crash_points()
+#: The first step of each write unit: where the reference run photographs the disk.
+UNIT_STARTS = ("write", "audit_write")
 
 
 def run_scenario(path: Path, scenario: Scenario, fault: Callable[[str], None]) -> None:
@@ -180,18 +198,23 @@ def run_scenario(path: Path, scenario: Scenario, fault: Callable[[str], None]) -
         scenario.operation(SecretCodeService(store, hasher, CRASH_POLICY, clock))
 
 
-def file_states(path: Path, scenario: Scenario) -> tuple[list[str], list[bytes]]:
-    """The write steps of an uninterrupted run, and the file before each write and at the end."""
+def disk(directory: Path) -> dict[str, bytes]:
+    """The files of the state directory (the state file and the audit log), temp files aside."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if ".tmp-" not in p.name}
+
+
+def file_states(path: Path, scenario: Scenario) -> tuple[list[str], list[dict[str, bytes]]]:
+    """The write steps of an uninterrupted run, and the disk before each unit and at the end."""
     steps: list[str] = []
-    states: list[bytes] = []
+    states: list[dict[str, bytes]] = []
 
     def record(step: str) -> None:
         steps.append(step)
-        if step == "write":
-            states.append(path.read_bytes())
+        if step in UNIT_STARTS:
+            states.append(disk(path.parent))
 
     run_scenario(path, scenario, record)
-    states.append(path.read_bytes())
+    states.append(disk(path.parent))
     return steps, states
 
 
@@ -217,17 +240,19 @@ def what_a_user_sees(path: Path) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("name", "write", "step"), CRASH_POINTS)
+@pytest.mark.parametrize(("name", "crash_at"), CRASH_POINTS)
 def test_a_crash_at_any_write_step_leaves_the_old_or_the_new_state(
-    tmp_path: Path, name: str, write: int, step: str
+    tmp_path: Path, name: str, crash_at: int
 ) -> None:
     scenario = SCENARIOS[name]
     steps, states = file_states(tmp_path / "reference" / STATE_NAME, scenario)
-    assert steps == list(STEPS) * scenario.writes
+    assert steps == [step for unit in scenario.units for step in unit]
+    ends = list(itertools.accumulate(len(unit) for unit in scenario.units))
+    unit = next(i for i, end in enumerate(ends) if crash_at < end)
+    step = steps[crash_at]
 
     path = tmp_path / "live" / STATE_NAME
     image = tmp_path / "image"
-    crash_at = (write - 1) * len(STEPS) + STEPS.index(step)
     calls = itertools.count()
 
     def crash(current: str) -> None:
@@ -238,18 +263,18 @@ def test_a_crash_at_any_write_step_leaves_the_old_or_the_new_state(
     with pytest.raises(SimulatedCrash):
         run_scenario(path, scenario, crash)
 
-    # Until the replace, the file holds the state before this write; after it, the new one.
-    expected = states[write] if step == "fsync_dir" else states[write - 1]
-    expected_path = tmp_path / "expected" / STATE_NAME
-    expected_path.parent.mkdir()
-    expected_path.write_bytes(expected)
-    image_path = image / STATE_NAME
+    # Until its data reaches the file, a unit leaves the disk as before it; after, as after.
+    expected = states[unit + 1] if step in AFTER_STEPS else states[unit]
+    expected_dir = tmp_path / "expected"
+    expected_dir.mkdir()
+    for file_name, content in expected.items():
+        (expected_dir / file_name).write_bytes(content)
     # Before the replace, the crash leaves a temporary file next to the state file.
-    assert bool(temp_files(image_path)) == (step != "fsync_dir")
-    for crashed in (path, image_path):  # the process that crashed, and a disk image of the kill
-        assert what_a_user_sees(crashed) == what_a_user_sees(expected_path)
+    assert bool(temp_files(image / STATE_NAME)) == (step in STATE[:3])
+    for crashed in (path, image / STATE_NAME):  # the process that crashed, and a disk image
+        assert what_a_user_sees(crashed) == what_a_user_sees(expected_dir / STATE_NAME)
         assert temp_files(crashed) == []  # removed by the open
-        assert crashed.read_bytes() == expected
+        assert disk(crashed.parent) == expected
 
 
 def test_a_crash_after_the_count_keeps_the_count(tmp_path: Path) -> None:

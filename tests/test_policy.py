@@ -1,17 +1,59 @@
-"""Failure counter, cool-downs and lock (DESIGN.md §2.3) over a real store on disk."""
+"""Failure counter, cool-downs and lock (DESIGN.md §2.3), over the real store on disk and over
+the in-memory repository: the policy is pure rules over :class:`SecretsRepository`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from gatewayd.errors import PolicyError
 from gatewayd.voicemail.config import Policy
 from gatewayd.voicemail.policy import Access, SecretCodeService
+from gatewayd.voicemail.repository import MemorySecrets, SecretsRepository
 from gatewayd.voicemail.store import Store
 from tests.conftest import make_service
 from tests.harness import FakeClock
+
+
+@dataclass
+class Backend:
+    """A repository as the box sees it across power cuts: ``boot`` opens what survived."""
+
+    boot: Callable[[], contextlib.AbstractContextManager[SecretsRepository]]
+    #: The failure counter a power cut right now would leave.
+    durable_failures: Callable[[], int]
+
+
+def _file_backend(path: Path) -> Backend:
+    def durable_failures() -> int:
+        return int(json.loads(path.read_text())["mailbox"]["1"]["failures"])
+
+    return Backend(boot=lambda: Store(path), durable_failures=durable_failures)
+
+
+def _memory_backend() -> Backend:
+    memory = MemorySecrets()
+    return Backend(
+        boot=lambda: contextlib.nullcontext(memory),
+        durable_failures=lambda: memory.mailbox().failures,
+    )
+
+
+@pytest.fixture(params=["file", "memory"])
+def backend(request: pytest.FixtureRequest, state_path: Path) -> Backend:
+    return _file_backend(state_path) if request.param == "file" else _memory_backend()
+
+
+@pytest.fixture
+def service(backend: Backend, clock: FakeClock) -> Iterator[SecretCodeService]:
+    with backend.boot() as secrets:
+        yield make_service(secrets, clock)
 
 
 def fail(service: SecretCodeService, times: int) -> None:
@@ -19,7 +61,7 @@ def fail(service: SecretCodeService, times: int) -> None:
         assert not service.check("1111", "remote").ok
 
 
-def test_the_try_is_on_disk_before_the_comparison(service, store, monkeypatch) -> None:
+def test_the_try_is_on_disk_before_the_comparison(service, backend, monkeypatch) -> None:
     service.set_code("4931", "handset")
     seen: list[int] = []
     hasher = service._hasher  # spy on the comparison: what does the file say at that moment?
@@ -27,8 +69,7 @@ def test_the_try_is_on_disk_before_the_comparison(service, store, monkeypatch) -
     real_verify = hasher.verify
 
     def verify(code: str, salt: bytes, expected: bytes) -> bool:
-        doc = json.loads(store.path.read_text())["mailbox"]["1"]
-        seen.append(doc["failures"])
+        seen.append(backend.durable_failures())
         return bool(real_verify(code, salt, expected))
 
     monkeypatch.setattr(hasher, "verify", verify)
@@ -59,21 +100,21 @@ def test_three_failures_start_a_cooldown_on_the_monotonic_clock(service, clock) 
     assert service.status().cooldown_remaining_s == 1800
 
 
-def test_a_cooldown_is_rearmed_in_full_after_a_restart(state_path, clock) -> None:
-    with Store(state_path) as store:
+def test_a_cooldown_is_rearmed_in_full_after_a_restart(backend, clock) -> None:
+    with backend.boot() as store:
         service = make_service(store, clock)
         service.set_code("4931", "handset")
         fail(service, 3)
         clock.advance(800)  # 100 s left when the power goes
     restarted = FakeClock(start=5.0)  # the monotonic clock restarts with the box
-    with Store(state_path) as store:
+    with backend.boot() as store:
         service = make_service(store, restarted)
         assert service.access() is Access.COOLDOWN
         assert service.status().cooldown_remaining_s == 900
 
 
-def test_ten_failures_lock_until_a_reset_even_across_restarts(state_path, clock) -> None:
-    with Store(state_path) as store:
+def test_ten_failures_lock_until_a_reset_even_across_restarts(backend, clock) -> None:
+    with backend.boot() as store:
         service = make_service(store, clock)
         service.set_code("4931", "handset")
         for _ in range(3):
@@ -81,7 +122,7 @@ def test_ten_failures_lock_until_a_reset_even_across_restarts(state_path, clock)
             clock.advance(24 * 3600)
         fail(service, 1)
         assert service.access() is Access.LOCKED
-    with Store(state_path) as store:
+    with backend.boot() as store:
         service = make_service(store, clock)
         assert service.access() is Access.LOCKED
         with pytest.raises(PolicyError):
@@ -135,7 +176,8 @@ def test_reset_clears_code_counter_lock_and_protection(service) -> None:
     ]
 
 
-def test_the_audit_log_has_what_origin_time_and_never_digits(service, store) -> None:
+def test_the_audit_log_has_what_origin_time_and_never_digits(store, clock) -> None:
+    service = make_service(store, clock)  # the file: digits must not reach the disk
     service.set_code("4931", "handset")
     fail(service, 3)
     service.reset("console")

@@ -161,8 +161,9 @@ def test_the_state_file_goes_to_the_state_dirs_owner(tmp_path: Path, profile: Pa
     state.mkdir(mode=0o700)
     os.chown(state, 4242, 4242)  # as systemd's StateDirectory= leaves it for the service user
     assert provision(tmp_path, profile, code=TECH_CODE)[0] == EXIT_OK
-    owner = (state / "gatewayd.json").stat()
-    assert (owner.st_uid, owner.st_gid) == (4242, 4242)
+    owners = {path.name: (path.stat().st_uid, path.stat().st_gid) for path in state.iterdir()}
+    # The state file and the audit log (its tech_code_set record): the daemon must write both.
+    assert owners == {"gatewayd.json": (4242, 4242), "gatewayd.audit.jsonl": (4242, 4242)}
 
 
 def test_a_different_profile_replaces_the_old_one_and_keeps_a_copy(

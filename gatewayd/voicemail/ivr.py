@@ -60,6 +60,7 @@ from gatewayd.events import (
     StopRecording,
     TimerExpired,
 )
+from gatewayd.eventtypes import Event
 from gatewayd.voicemail.codes import CODE_LENGTH
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.flow import (
@@ -300,20 +301,20 @@ class Ivr:
         if self._handset_off:
             return  # off-hook twice: nothing new
         self._handset_off = True
-        self._notify(type="hook", party="handset", state="off")
+        self._notify({"type": "hook", "party": "handset", "state": "off"})
         call = self._call
         if call is not None and call.state is State.RINGING:
             # The subscriber picks up: the call is theirs, the box stays out (no recording).
             self._out.append(RingStation(on=False))
             call.state = State.TAKEN
             call.flow = None
-            self._notify(type="call", party="remote", state="start", by="handset")
+            self._notify({"type": "call", "party": "remote", "state": "start", "by": "handset"})
             return
         if call is not None:
             LOGGER.info("handset lifted during a remote call; ignored by the service")
             return
         self._call = _Call(party="handset", state=State.DIALING, flow=Dialing())
-        self._notify(type="call", party="handset", state="start")
+        self._notify({"type": "call", "party": "handset", "state": "start"})
         # Message waiting (DESIGN §7.5): a stuttered dial tone while new messages wait.
         self._tone("mwi" if self._mailbox.new_count() > 0 else "dial")
         self._start_timer(DIAL_TIMER, self._timeouts.first_digit)
@@ -322,7 +323,7 @@ class Ivr:
         if not self._handset_off:
             return
         self._handset_off = False
-        self._notify(type="hook", party="handset", state="on")
+        self._notify({"type": "hook", "party": "handset", "state": "on"})
         call = self._call
         if call is not None and call.state is State.TAKEN:
             self._out.append(Hangup())  # the subscriber ends the trunk call they took
@@ -360,7 +361,7 @@ class Ivr:
             return
         caller = call.flow.caller if call and isinstance(call.flow, Incoming) else None
         self._call = _Call(party="remote")
-        self._notify(type="call", party="remote", state="start")
+        self._notify({"type": "call", "party": "remote", "state": "start"})
         self._greet(caller)
 
     def _on_remote_hangup(self) -> None:
@@ -371,7 +372,7 @@ class Ivr:
             self._out.append(RingStation(on=False))  # the caller gave up before the answer
             self._end_call(reason="caller_gave_up")
             return
-        self._notify(type="hook", party="remote", state="on")
+        self._notify({"type": "hook", "party": "remote", "state": "on"})
         self._out.append(StopAudio())
         if isinstance(call.flow, Message) and call.flow.recording:
             self._out.append(StopRecording("hangup"))  # what was said is kept
@@ -384,7 +385,7 @@ class Ivr:
         for name in list(self._deadlines):
             self._cancel_timer(name)
         self._call = None  # drops any pending, unconfirmed code with it
-        self._notify(type="call", party=call.party, state="end", reason=reason)
+        self._notify({"type": "call", "party": call.party, "state": "end", "reason": reason})
 
     # --- keys ------------------------------------------------------------------------
 
@@ -392,7 +393,9 @@ class Ivr:
         call = self._call
         if call is None or call.party != party:
             return  # key while on-hook, or from a party not in the call
-        self._notify(type="key", party=party, key="masked" if call.state in SECRET_STATES else key)
+        self._notify(
+            {"type": "key", "party": party, "key": "masked" if call.state in SECRET_STATES else key}
+        )
         if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
         menu = MENUS.get(call.state)
@@ -498,11 +501,11 @@ class Ivr:
                 return self._beep(("code_create_first",))
             return self._enter_menu(State.MAIN_MENU)  # protection without a code cannot stand
         if access is Access.LOCKED:
-            self._notify(type="lock")
+            self._notify({"type": "lock"})
             return self._finish(("code_locked",))
         if access is Access.COOLDOWN:
             remaining = self._service.status().cooldown_remaining_s
-            self._notify(type="cooldown", seconds=round(remaining))
+            self._notify({"type": "cooldown", "seconds": round(remaining)})
             return self._finish(("code_too_many_failures",))
         self._enter(State.CODE_CHECK)
 
@@ -515,14 +518,16 @@ class Ivr:
             return self._enter_code_check()
         call.checks += 1
         if result.ok:
-            self._notify(type="auth", result="ok", failures=0, party=call.party)
+            self._notify({"type": "auth", "result": "ok", "failures": 0, "party": call.party})
             return self._enter_menu(State.MAIN_MENU)
-        self._notify(type="auth", result="fail", failures=result.failures, party=call.party)
+        self._notify(
+            {"type": "auth", "result": "fail", "failures": result.failures, "party": call.party}
+        )
         if result.locked:
-            self._notify(type="lock")
+            self._notify({"type": "lock"})
             return self._finish(("code_wrong", "code_locked"))
         if result.cooldown_s:
-            self._notify(type="cooldown", seconds=round(result.cooldown_s))
+            self._notify({"type": "cooldown", "seconds": round(result.cooldown_s)})
         if result.cooldown_s or call.checks >= self._service.policy.tries_per_call:
             return self._finish(("code_too_many_failures",))
         self._play(
@@ -545,7 +550,7 @@ class Ivr:
         flow.pending = code
         call.state = State.CODE_CONFIRM
         call.replays = 0
-        self._notify(type="menu", state=str(State.CODE_CONFIRM))
+        self._notify({"type": "menu", "state": str(State.CODE_CONFIRM)})
         readback: tuple[PromptRef, ...] = tuple(SpokenDigit(d) for d in code)
         self._play(
             ("code_you_entered", *readback, *self._menu_prompts(State.CODE_CONFIRM)),
@@ -557,7 +562,7 @@ class Ivr:
         assert isinstance(flow, NewCode)
         code, flow.pending = flow.pending, ""
         action = self._service.set_code(code, "handset")  # durable before the prompt plays
-        self._notify(type="code", action=action, origin="handset")
+        self._notify({"type": "code", "action": action, "origin": "handset"})
         self._announce(("code_saved",), then=State.CODE_MENU)
 
     def _retry_code(self, call: _Call) -> None:
@@ -568,7 +573,7 @@ class Ivr:
     def _toggle_protection(self, call: _Call) -> None:
         on = not self._service.status().protection
         self._service.set_protection(on, "handset")
-        self._notify(type="protection", state="on" if on else "off")
+        self._notify({"type": "protection", "state": "on" if on else "off"})
         self._announce(("protection_on" if on else "protection_off",), then=State.CODE_MENU)
 
     def _listen(self, call: _Call) -> None:
@@ -589,7 +594,7 @@ class Ivr:
         call = self._require_call()
         call.state = State.GREETING
         call.flow = Message(caller=caller)
-        self._notify(type="menu", state=str(State.GREETING))
+        self._notify({"type": "menu", "state": str(State.GREETING)})
         if self._mailbox.is_full():
             # Full: the greeting, "la messagerie ... est pleine", and the call ends, no beep.
             self._play((*self._greeting(), "mailbox_full"), then=self._after_finish)
@@ -611,7 +616,7 @@ class Ivr:
         if self._mailbox.is_full():
             return self._finish((*before, "mailbox_full"))
         call.state = State.RECORDING
-        self._notify(type="menu", state=str(State.RECORDING))
+        self._notify({"type": "menu", "state": str(State.RECORDING)})
         self._play((*before, "beep"), then=self._record)
 
     def _record(self) -> None:
@@ -675,7 +680,7 @@ class Ivr:
             call.flow = None  # leaving an entry or the read-back drops its digits
         call.state = state
         call.replays = 0
-        self._notify(type="menu", state=str(state))
+        self._notify({"type": "menu", "state": str(state)})
         self._prompt(state)
 
     def _prompt(self, state: State) -> None:
@@ -691,7 +696,7 @@ class Ivr:
             call.flow = None  # e.g. the code was stored: the read-back context is done
         call.state = then
         call.replays = 0
-        self._notify(type="menu", state=str(then))
+        self._notify({"type": "menu", "state": str(then)})
         self._play((*prompts, *self._menu_prompts(then)), then=self._wait_key)
 
     def _finish(self, prompts: tuple[PromptRef, ...]) -> None:
@@ -766,8 +771,8 @@ class Ivr:
         if self._deadlines.pop(name, None) is not None:
             self._out.append(CancelTimer(name))
 
-    def _notify(self, **event: object) -> None:
-        self._out.append(Notify(dict(event)))
+    def _notify(self, event: Event) -> None:
+        self._out.append(Notify(event))
 
     def _require_call(self) -> _Call:
         if self._call is None:

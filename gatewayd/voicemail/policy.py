@@ -12,13 +12,13 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gatewayd.errors import PolicyError
 from gatewayd.voicemail.codes import CODE_LENGTH, Refusal, refusal_reason
 from gatewayd.voicemail.config import Policy
 from gatewayd.voicemail.hashing import CodeHasher
-from gatewayd.voicemail.store import Store
+from gatewayd.voicemail.repository import SecretsRepository
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,24 +70,28 @@ class CodeStatus:
 
 
 class SecretCodeService:
-    """Create, modify, check and reset the subscriber's code over a :class:`Store`."""
+    """Create, modify, check and reset the subscriber's code: pure rules over a repository.
+
+    Every read and write of the secrets goes through ``secrets`` (the TinyDB
+    ``Store`` on the box, ``MemorySecrets`` in tests); this class does no I/O.
+    """
 
     def __init__(
         self,
-        store: Store,
+        secrets: SecretsRepository,
         hasher: CodeHasher,
         policy: Policy,
         clock: Callable[[], float],
         *,
         line_number: str = "",
     ) -> None:
-        self._store = store
+        self._secrets = secrets
         self._hasher = hasher
         self._policy = policy
         self._clock = clock
         self._line_number = line_number
         self._cooldown_until = 0.0
-        mailbox = store.mailbox()
+        mailbox = secrets.mailbox()
         # Re-arm the current cool-down in full: the monotonic clock restarted with the box.
         if not self._is_locked(mailbox.failures, mailbox.locked):
             remaining = policy.cooldown_seconds(mailbox.failures)
@@ -109,7 +113,7 @@ class SecretCodeService:
 
     def status(self) -> CodeStatus:
         """Current state of the code, without any secret."""
-        mailbox = self._store.mailbox()
+        mailbox = self._secrets.mailbox()
         locked = self._is_locked(mailbox.failures, mailbox.locked)
         remaining = 0.0 if locked else max(0.0, self._cooldown_until - self._clock())
         return CodeStatus(
@@ -122,7 +126,7 @@ class SecretCodeService:
 
     def access(self) -> Access:
         """Whether a caller may be asked for the code now."""
-        mailbox = self._store.mailbox()
+        mailbox = self._secrets.mailbox()
         if not mailbox.code_set:
             return Access.NO_CODE
         if self._is_locked(mailbox.failures, mailbox.locked):
@@ -142,25 +146,25 @@ class SecretCodeService:
         state = self.access()
         if state is not Access.OPEN:
             raise PolicyError(f"code check refused: {state.value}")
-        mailbox = self._store.mailbox()
+        mailbox = self._secrets.mailbox()
         assert mailbox.code_hash is not None and mailbox.salt is not None
         failures = mailbox.failures + 1
-        self._store.update_mailbox(failures=failures)  # durable before the comparison
+        self._secrets.update_mailbox(failures=failures)  # durable before the comparison
         if self._hasher.verify(code, mailbox.salt, mailbox.code_hash):
-            self._store.update_mailbox(failures=0, locked=False)
+            self._secrets.update_mailbox(failures=0, locked=False)
             self._cooldown_until = 0.0
             LOGGER.info("right code from %s; failure counter cleared", origin)
             return CheckResult(ok=True, failures=0)
         locked = failures >= self._policy.lock_after
         cooldown = 0.0 if locked else self._policy.cooldown_seconds(failures)
-        with self._store.transaction():
+        with self._secrets.transaction():
             if locked:
-                self._store.update_mailbox(locked=True)
-            self._store.audit("failure", origin, failures=failures)
+                self._secrets.update_mailbox(locked=True)
+            self._secrets.audit("failure", origin, failures=failures)
             if cooldown:
-                self._store.audit("cooldown", origin, seconds=cooldown)
+                self._secrets.audit("cooldown", origin, seconds=cooldown)
             if locked:
-                self._store.audit("lock", origin, failures=failures)
+                self._secrets.audit("lock", origin, failures=failures)
         if cooldown:
             self._cooldown_until = self._clock() + cooldown
         LOGGER.warning(
@@ -178,7 +182,7 @@ class SecretCodeService:
         reason = refusal_reason(code, line_number=self._line_number)
         if reason is not None:
             return reason
-        mailbox = self._store.mailbox()
+        mailbox = self._secrets.mailbox()
         if (
             mailbox.code_hash is not None
             and mailbox.salt is not None
@@ -187,7 +191,7 @@ class SecretCodeService:
             return Refusal.PREVIOUS
         return None
 
-    def set_code(self, code: str, origin: str) -> str:
+    def set_code(self, code: str, origin: str) -> Literal["created", "modified"]:
         """Store a new code (create or modify) from the handset; returns "created" or "modified".
 
         Clears the failure counter, cool-down and lock, durably and with its audit record.
@@ -197,12 +201,14 @@ class SecretCodeService:
         reason = self.refusal(code)
         if reason is not None:
             raise ValueError(f"code refused: {reason.value}")
-        action = "modified" if self._store.mailbox().code_set else "created"
+        action: Literal["created", "modified"] = (
+            "modified" if self._secrets.mailbox().code_set else "created"
+        )
         salt = self._hasher.new_salt()
         code_hash = self._hasher.hash(code, salt)
-        with self._store.transaction():
-            self._store.update_mailbox(code_hash=code_hash, salt=salt, failures=0, locked=False)
-            self._store.audit(action, origin)
+        with self._secrets.transaction():
+            self._secrets.update_mailbox(code_hash=code_hash, salt=salt, failures=0, locked=False)
+            self._secrets.audit(action, origin)
         self._cooldown_until = 0.0
         LOGGER.info("secret code %s from %s", action, origin)
         return action
@@ -211,23 +217,23 @@ class SecretCodeService:
         """Turn "code required from the fixed line" on or off (handset only, code must exist)."""
         if origin != HANDSET:
             raise PolicyError("protection can only be changed from the fixed line")
-        if on and not self._store.mailbox().code_set:
+        if on and not self._secrets.mailbox().code_set:
             raise PolicyError("protection needs a code")
-        with self._store.transaction():
-            self._store.update_mailbox(protection=on)
-            self._store.audit("protection_on" if on else "protection_off", origin)
+        with self._secrets.transaction():
+            self._secrets.update_mailbox(protection=on)
+            self._secrets.audit("protection_on" if on else "protection_off", origin)
         LOGGER.info("code required from the fixed line: %s", "on" if on else "off")
 
     def reset(self, origin: str) -> None:
         """Advisor or technician reset: clears code, counter, lock and protection; audited."""
-        with self._store.transaction():
-            self._store.update_mailbox(
+        with self._secrets.transaction():
+            self._secrets.update_mailbox(
                 code_hash=None, salt=None, failures=0, locked=False, protection=False
             )
-            self._store.audit("reset", origin)
+            self._secrets.audit("reset", origin)
         self._cooldown_until = 0.0
         LOGGER.warning("secret code reset by %s", origin)
 
     def audit_log(self, last: int | None = None) -> list[dict[str, Any]]:
         """The audit records (never digits), oldest first."""
-        return self._store.audit_log(last)
+        return self._secrets.audit_log(last)

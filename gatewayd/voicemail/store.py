@@ -1,60 +1,63 @@
 """Crash-safe state of the voicemail service on TinyDB (DESIGN.md §2.5).
 
-TinyDB's stock ``JSONStorage`` rewrites its file in place and truncates after
-the fsync, so a kill or a power cut can leave a file that does not parse.
-:class:`AtomicJSONStorage` writes a temporary file in the same directory,
-fsyncs it, ``os.replace``s it over the old file and fsyncs the directory: after
-a crash the file holds the old state or the new one, never a mix.
-
-One TinyDB call is the unit of atomicity, so all of a mailbox (hash, salt,
-failure counter, lock, protection) lives in one document. :meth:`Store.transaction`
-widens the unit to several calls (a code change and its audit record land
-together). A file that does not parse is never treated as empty: that would
-bring back "no code yet" and a zero failure counter.
+The file is an :mod:`~gatewayd.voicemail.atomicdb` database: every write
+replaces it atomically and durably, and a file that does not parse is never
+treated as empty (that would bring back "no code yet" and a zero failure
+counter). One TinyDB call is the unit of atomicity, so all of a mailbox (hash,
+salt, failure counter, lock, protection) lives in one document.
+:meth:`Store.transaction` widens the unit to several calls. The audit log is
+its own append-only file (:mod:`~gatewayd.voicemail.auditlog`), written after
+the secrets, so a change of the secrets no longer rewrites a thousand audit
+records. :class:`Store` is the
+:class:`~gatewayd.voicemail.repository.SecretsRepository` of the box.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinydb import Query, TinyDB
-from tinydb.storages import Storage
+from tinydb import Query
 
 from gatewayd.errors import StateFileError
+from gatewayd.voicemail.atomicdb import AtomicJSONStorage, Fault, fsync_dir, open_atomic_db
+from gatewayd.voicemail.auditlog import AuditLog, audit_path
 from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES
+from gatewayd.voicemail.repository import (
+    AUDIT_EVENTS,
+    AUDIT_MAX,
+    AuditDetail,
+    FieldValue,
+    Mailbox,
+    audit_record,
+    check_mailbox_fields,
+)
+
+__all__ = [
+    "AUDIT_EVENTS",
+    "AUDIT_MAX",
+    "MAILBOX_ID",
+    "SCHEMA_VERSION",
+    "TECHNICIAN_ID",
+    "AtomicJSONStorage",
+    "Mailbox",
+    "Store",
+    "Technician",
+    "fsync_dir",
+]
 
 LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: the audit log moved out of the state file into its own append-only file (auditlog.py).
+SCHEMA_VERSION = 2
+#: Schema 1 files (audit table inside) are migrated when opened.
+_MIGRATED_SCHEMAS = frozenset({1})
 MAILBOX_ID = "default"
-#: Oldest audit records are dropped beyond this, so the state file stays small on flash.
-AUDIT_MAX = 1000
-#: Audit ``what`` values (never digits).
-AUDIT_EVENTS = frozenset(
-    {
-        "created",
-        "modified",
-        "failure",
-        "cooldown",
-        "lock",
-        "reset",
-        "protection_on",
-        "protection_off",
-        # The technician's serial-console login (its code is not the subscriber's).
-        "tech_code_set",
-        "tech_login",
-        "tech_login_failure",
-        "tech_lockout",
-    }
-)
 #: The one technician document (``technician`` table); absent in files written before it existed.
 TECHNICIAN_ID = "technician"
 
@@ -63,149 +66,6 @@ _FIX_HINT = (
     "the failure counter). Restore the file from a backup, or move it away and have the "
     "advisor reset the code (the subscriber then creates a new one from the fixed line)."
 )
-
-
-def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}.tmp-"
-
-
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory so a rename inside it survives a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class AtomicJSONStorage(Storage):
-    """A TinyDB storage that replaces its file atomically and durably on every write.
-
-    ``fault`` is a test hook called with the name of each write step
-    (``"write"``, ``"fsync"``, ``"replace"``, ``"fsync_dir"``) before it runs.
-    """
-
-    def __init__(self, path: str, fault: Callable[[str], None] | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self._fault = fault
-        self._batch: dict[str, Any] | None = None
-        self._batch_depth = 0
-        self._dirty = False
-        self._remove_stale_temp_files()
-
-    def _remove_stale_temp_files(self) -> None:
-        prefix = _tmp_prefix(self.path)
-        for stale in self.path.parent.glob(prefix + "*"):
-            LOGGER.warning("removing stale temporary file %s (left by an interrupted write)", stale)
-            stale.unlink(missing_ok=True)
-
-    def _step(self, name: str) -> None:
-        if self._fault is not None:
-            self._fault(name)
-
-    def read(self) -> dict[str, Any] | None:
-        """The whole database, or None for a new (absent) file; raises on anything unreadable."""
-        if self._batch is not None:
-            copy: dict[str, Any] = json.loads(json.dumps(self._batch))
-            return copy  # a copy: TinyDB mutates what it reads
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StateFileError(
-                f"{self.path}: cannot read the state file ({exc}). {_FIX_HINT}"
-            ) from exc
-        if not raw:
-            # Our writes never leave an empty file: this is truncation, not a new database.
-            raise StateFileError(f"{self.path}: the state file is empty (truncated). {_FIX_HINT}")
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StateFileError(
-                f"{self.path}: the state file does not parse ({exc}). {_FIX_HINT}"
-            ) from None
-        if not isinstance(data, dict):
-            raise StateFileError(f"{self.path}: the state file is not a JSON object. {_FIX_HINT}")
-        for table, docs in data.items():
-            if not isinstance(docs, dict) or not all(
-                isinstance(doc, dict) and doc_id.isdigit() for doc_id, doc in docs.items()
-            ):
-                raise StateFileError(
-                    f"{self.path}: table {table!r} is not a table of documents. {_FIX_HINT}"
-                )
-        return data
-
-    def write(self, data: dict[str, Any]) -> None:
-        """Replace the file with ``data`` (or keep it for the end of a batch)."""
-        if self._batch is not None:
-            self._batch = json.loads(json.dumps(data))
-            self._dirty = True
-            return
-        self._write_file(data)
-
-    def _write_file(self, data: dict[str, Any]) -> None:
-        payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        tmp = self.path.with_name(f"{_tmp_prefix(self.path)}{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            try:
-                self._step("write")
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                self._step("fsync")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._step("replace")
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        self._step("fsync_dir")
-        fsync_dir(self.path.parent)
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group the writes of several TinyDB calls into one atomic file replacement."""
-        if self._batch_depth == 0:
-            self._batch = self.read() or {}
-            self._dirty = False
-        self._batch_depth += 1
-        try:
-            yield
-        except BaseException:
-            self._batch_depth -= 1
-            if self._batch_depth == 0:
-                self._batch = None  # discard: the file still holds the state before the batch
-            raise
-        self._batch_depth -= 1
-        if self._batch_depth == 0:
-            data, self._batch = self._batch, None
-            if self._dirty and data is not None:
-                self._write_file(data)
-
-    def close(self) -> None:
-        """Nothing is held open between writes."""
-
-
-@dataclass(frozen=True)
-class Mailbox:
-    """A snapshot of the mailbox document; holds a hash and salt, never a code."""
-
-    code_hash: bytes | None
-    salt: bytes | None
-    failures: int
-    locked: bool
-    protection: bool
-
-    @property
-    def code_set(self) -> bool:
-        """Whether a code exists."""
-        return self.code_hash is not None
 
 
 @dataclass(frozen=True)
@@ -240,6 +100,11 @@ _EMPTY_MAILBOX: dict[str, Any] = {
 }
 
 
+def _stored(value: FieldValue) -> Any:
+    """A field as the JSON file holds it: bytes as hex."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
 def _secret_and_failures(doc: Mapping[str, Any]) -> tuple[bytes | None, bytes | None, int]:
     """A document's hash, salt and failure counter, checked; ValueError/KeyError if malformed."""
     code_hash, salt, failures = doc["code_hash"], doc["salt"], doc["failures"]
@@ -256,24 +121,22 @@ def _secret_and_failures(doc: Mapping[str, Any]) -> tuple[bytes | None, bytes | 
 
 
 class Store:
-    """The voicemail state file: one mailbox document, an audit table and a schema version."""
+    """The voicemail state file (schema, mailbox and technician documents) and its audit log."""
 
     def __init__(
         self,
         path: Path,
         *,
         wall_clock: Callable[[], float] = time.time,
-        fault: Callable[[str], None] | None = None,
+        fault: Fault | None = None,
     ) -> None:
         self.path = Path(path)
         self._wall_clock = wall_clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = TinyDB(str(self.path), storage=AtomicJSONStorage, fault=fault)
-        storage = self._db.storage
-        assert isinstance(storage, AtomicJSONStorage)
-        self._storage = storage
+        self._db, self._storage = open_atomic_db(self.path, fault=fault, fix_hint=_FIX_HINT)
         self._mailboxes = self._db.table("mailbox")
-        self._audit = self._db.table("audit")
+        self._audit_log = AuditLog(audit_path(self.path), fault=fault)
+        #: Audit records of the open transaction, appended once its secrets are on disk.
+        self._pending_audit: list[dict[str, Any]] | None = None
         self._meta = self._db.table("meta")
         # No query cache: another process (``gatewayd provision``) may write this table.
         self._technicians = self._db.table("technician", cache_size=0)
@@ -299,18 +162,66 @@ class Store:
             LOGGER.info("created a new state file %s (schema %d)", self.path, SCHEMA_VERSION)
             return
         schema = meta[0].get("schema")
-        if schema != SCHEMA_VERSION:
+        if schema != SCHEMA_VERSION and schema not in _MIGRATED_SCHEMAS:
             raise StateFileError(
                 f"{self.path}: state schema {schema!r}, this gatewayd reads {SCHEMA_VERSION}. "
                 "Install the gatewayd version that wrote it, or restore a backup."
             )
         self.mailbox()  # validates the document now, not at the first call
+        if schema == 1:
+            self._migrate_from_1()
+
+    def _migrate_from_1(self) -> None:
+        """Move the audit table out to the audit log; safe to redo if a crash interrupts it.
+
+        The log is written whole (atomically) from the table first, then the state file
+        drops the table and says schema 2: a crash between the two redoes the first step.
+        """
+        records = [dict(r) for r in sorted(self._db.table("audit").all(), key=lambda r: r.doc_id)]
+        self._audit_log.replace(records)
+        with self._storage.batch():
+            self._db.drop_table("audit")
+            self._meta.update({"schema": SCHEMA_VERSION})
+        LOGGER.info(
+            "%s: schema 1 -> %d, %d audit records moved to %s",
+            self.path,
+            SCHEMA_VERSION,
+            len(records),
+            self._audit_log.path,
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Everything written inside lands in the file at once, or not at all."""
-        with self._storage.batch():
-            yield
+        """Secrets written inside land in the file at once, or not at all; then the audit.
+
+        The audit records of the transaction are appended to the audit log once the
+        secrets are on disk: a crash in between loses the record, never the change.
+        """
+        if self._pending_audit is not None:  # nested: the outer transaction writes
+            with self._storage.batch():
+                yield
+            return
+        self._pending_audit = []
+        try:
+            with self._storage.batch():
+                yield
+            pending = self._pending_audit
+        finally:
+            self._pending_audit = None
+        self._append_audit(pending)
+
+    def _append_audit(self, records: list[dict[str, Any]]) -> None:
+        try:
+            self._audit_log.append(records)
+        except OSError as exc:
+            # The change is already saved; the service goes on without its audit record.
+            LOGGER.error(
+                "%s: could not append %d audit record(s) (%s); the change itself is saved. "
+                "Check the state directory's disk (space, errors).",
+                self._audit_log.path,
+                len(records),
+                exc,
+            )
 
     def mailbox(self) -> Mailbox:
         """Read the mailbox document; a missing or malformed one fails closed."""
@@ -336,13 +247,10 @@ class Store:
         self._storage.read()
         self.mailbox()
 
-    def update_mailbox(self, **fields: Any) -> None:
+    def update_mailbox(self, **fields: FieldValue) -> None:
         """Update mailbox fields in one TinyDB call (one atomic file replacement)."""
-        doc: dict[str, Any] = {}
-        for key, value in fields.items():
-            if key not in _EMPTY_MAILBOX or key == "mailbox":
-                raise KeyError(f"unknown mailbox field {key!r}")
-            doc[key] = value.hex() if isinstance(value, bytes) else value
+        check_mailbox_fields(fields)
+        doc = {key: _stored(value) for key, value in fields.items()}
         self._mailboxes.update(doc, Query().mailbox == MAILBOX_ID)
 
     def technician(self) -> Technician:
@@ -364,13 +272,13 @@ class Store:
                 "code again with `gatewayd provision --tech-code`."
             ) from None
 
-    def update_technician(self, **fields: Any) -> None:
+    def update_technician(self, **fields: FieldValue) -> None:
         """Update technician fields (``code_hash``, ``salt``, ``failures``) in one TinyDB call."""
         doc: dict[str, Any] = {}
         for key, value in fields.items():
             if key not in _EMPTY_TECHNICIAN or key == "technician":
                 raise KeyError(f"unknown technician field {key!r}")
-            doc[key] = value.hex() if isinstance(value, bytes) else value
+            doc[key] = _stored(value)
         self._technicians.upsert(
             {**_EMPTY_TECHNICIAN, **self._technician_doc(), **doc},
             Query().technician == TECHNICIAN_ID,
@@ -380,21 +288,17 @@ class Store:
         docs = self._technicians.all()
         return dict(docs[0]) if docs else {}
 
-    def audit(self, what: str, origin: str, **details: int | float | bool) -> None:
+    def audit(self, what: str, origin: str, **details: AuditDetail) -> None:
         """Append an audit record (what, origin, time); never pass digits here."""
-        if what not in AUDIT_EVENTS:
-            raise ValueError(f"unknown audit event {what!r}")
-        record: dict[str, Any] = {"what": what, "origin": origin, "time": self._wall_clock()}
-        record.update(details)
-        with self.transaction():
-            self._audit.insert(record)
-            if len(self._audit) > AUDIT_MAX:
-                ids = sorted(r.doc_id for r in self._audit.all())
-                self._audit.remove(doc_ids=ids[: len(ids) - AUDIT_MAX])
+        record = audit_record(what, origin, self._wall_clock(), details)
+        if self._pending_audit is not None:
+            self._pending_audit.append(record)
+        else:
+            self._append_audit([record])
 
     def audit_log(self, last: int | None = None) -> list[dict[str, Any]]:
         """Audit records, oldest first; the last ``last`` ones if given."""
-        records = [dict(r) for r in sorted(self._audit.all(), key=lambda r: r.doc_id)]
+        records = self._audit_log.records()
         return records[-last:] if last else records
 
     def close(self) -> None:
