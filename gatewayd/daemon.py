@@ -25,6 +25,7 @@ from gatewayd.errors import GatewaydError, PepperError
 from gatewayd.eventbus import EventBus
 from gatewayd.events import (
     Action,
+    Answer,
     CancelTimer,
     Digit,
     Hangup,
@@ -35,6 +36,7 @@ from gatewayd.events import (
     PlaybackDone,
     PlayTone,
     Ring,
+    RingStation,
     SpokenDigit,
     StartTimer,
     StopAudio,
@@ -109,7 +111,8 @@ class Daemon:
         self._service = SecretCodeService(
             self._store, hasher, voicemail.policy, self._clock, line_number=voicemail.line_number
         )
-        self._ivr = Ivr(self._service, voicemail, self._clock)
+        rings = profile.line.answer_after_rings
+        self._ivr = Ivr(self._service, voicemail, self._clock, answer_after_rings=rings)
         self._tones = TonePlan.from_mapping(
             profile.tones, str(profile.source), base=TonePlan.france()
         )
@@ -279,6 +282,18 @@ class Daemon:
             case Hangup():
                 assert self._line is not None
                 self._line.hang_up()
+            case Answer():
+                assert self._line is not None
+                trunk = self._line.trunk()
+                if trunk is None:
+                    LOGGER.error("the %s line has no trunk to answer", self.profile.line.driver)
+                else:
+                    trunk.answer()
+            case RingStation(on=on):
+                assert self._line is not None
+                station = self._line.station()
+                if station is not None:
+                    station.ring(on)
             case StartTimer(name=name, seconds=seconds):
                 old = self._timers.pop(name, None)
                 if old is not None:

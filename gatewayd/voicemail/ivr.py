@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from gatewayd.errors import PolicyError
 from gatewayd.events import (
     Action,
+    Answer,
     CancelTimer,
     Digit,
     Flash,
@@ -126,8 +127,13 @@ class Ivr:
         service: SecretCodeService,
         config: VoicemailConfig,
         clock: Callable[[], float],
+        *,
+        answer_after_rings: int = 2,
     ) -> None:
         self._service = service
+        # Answering (temporary, until the declared call flow): rings of the current trunk call.
+        self._answer_after_rings = answer_after_rings
+        self._rings = 0
         self._config = config
         self._keys = config.keys
         self._timeouts = config.timeouts
@@ -186,10 +192,12 @@ class Ivr:
             case Digit(key=key, party=party):
                 self._on_key(key, party)
             case Ring():
-                pass  # the line driver answers; the session starts at RemoteAnswered
+                self._on_ring()
             case RemoteAnswered():
+                self._rings = 0
                 self._on_remote_answered()
             case RemoteHangup():
+                self._rings = 0
                 if self._call and self._call.party == "remote":
                     self._notify(type="hook", party="remote", state="on")
                     self._out.append(StopAudio())
@@ -206,7 +214,15 @@ class Ivr:
 
     # --- hook and calls ---------------------------------------------------------------
 
+    def _on_ring(self) -> None:
+        if self._handset_off or self._call is not None:
+            return  # the handset takes (or is busy with) the call: the box does not answer
+        self._rings += 1
+        if self._rings == self._answer_after_rings:
+            self._out.append(Answer())
+
     def _on_off_hook(self) -> None:
+        self._rings = 0
         if self._handset_off:
             return  # off-hook twice: nothing new
         self._handset_off = True
