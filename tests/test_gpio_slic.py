@@ -30,11 +30,10 @@ from gatewayd.events import Digit, LineEvent, OffHook
 from gatewayd.gpio import BackendUnavailableError, UnknownBackendError
 from gatewayd.gpio.fake import FakeGpio
 from gatewayd.line import gpio_slic, open_line
+from gatewayd.line.fake_handset import FakeHandset, FakeHandsetError
 from gatewayd.line.gpio_slic import (
     GPIO_SOCKET,
     MAX_LINE,
-    FakeHandset,
-    FakeHandsetError,
     GpioSlicLine,
     InbandDtmfUnavailableError,
     SlicLineError,
