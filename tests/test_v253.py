@@ -55,6 +55,8 @@ class Rig:
     sim: ModemSimulator
     line: V253ModemLine
     events: list[LineEvent] = field(default_factory=list)
+    #: The service's part, played by the rig: answer at this ring of a call.
+    answer_after_rings: int = 2
 
     async def until(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + WAIT_S
@@ -69,7 +71,7 @@ class Rig:
         return [event for event in self.events if isinstance(event, kind)]
 
     async def answered_call(self) -> None:
-        self.sim.ring(self.line.answer_after_rings)
+        self.sim.ring(self.answer_after_rings)
         await self.until(lambda: bool(self.of(RemoteAnswered)), "answer")
 
 
@@ -77,12 +79,25 @@ class Rig:
 async def modem(family: str = "generic", **options: Any) -> AsyncIterator[Rig]:
     with ModemSimulator(family) as sim:
         events: list[LineEvent] = []
+        answer_after = options.pop("answer_after_rings", 2)
+        rings = 0
+
+        def emit(event: LineEvent) -> None:  # the service: answer at the n-th ring
+            nonlocal rings
+            events.append(event)
+            if isinstance(event, Ring):
+                rings += 1
+                if rings == answer_after:
+                    line.answer()
+            elif isinstance(event, RemoteHangup | RemoteAnswered):
+                rings = 0
+
         settings: dict[str, Any] = {"off_hook_settle_s": 0.0, "command_timeout_s": 2.0}
         settings.update(options)
-        line = V253ModemLine(events.append, sim.port, family=family, **settings)
+        line = V253ModemLine(emit, sim.port, family=family, **settings)
         await line.start()
         try:
-            yield Rig(sim, line, events)
+            yield Rig(sim, line, events, answer_after)
         finally:
             await line.close()
 
@@ -203,6 +218,7 @@ def test_a_caller_who_gives_up_is_forgotten_and_the_next_call_counts_afresh() ->
             rig.sim.ring()
             await rig.until(lambda: len(rig.of(Ring)) == 1, "first call's ring")
             await rig.until(lambda: rig.line.status()["call"] == "idle", "ringing forgotten")
+            assert rig.events == [Ring(), RemoteHangup()]  # the service stops waiting
             rig.sim.ring()
             await rig.until(lambda: len(rig.of(Ring)) == 2, "second call's ring")
             assert rig.line.status()["call"] == "ringing" and not rig.of(RemoteAnswered)
@@ -313,7 +329,9 @@ def test_closing_the_line_during_a_call_stops_the_prompt_and_hangs_up() -> None:
             line = V253ModemLine(events.append, sim.port, family="usr5637", off_hook_settle_s=0)
             await line.start()
             rig = Rig(sim, line, events)
-            sim.ring(2)
+            sim.ring(1)
+            await rig.until(lambda: bool(rig.of(Ring)), "ring")
+            line.answer()
             await rig.until(lambda: bool(rig.of(RemoteAnswered)), "answer")
             line.audio_output().play([ToneClip("busy", TonePlan.france()["busy"])])
             await rig.until(lambda: "AT+VTX" in sim.commands, "playback")
@@ -531,4 +549,4 @@ def test_each_shipped_modem_profile_loads_and_builds_its_driver(
     assert profile.storage.state_dir == "/var/lib/gatewayd"
     line = open_line(profile, lambda event: None, tmp_path)
     assert isinstance(line, V253ModemLine)
-    assert line.family.name == family and line.answer_after_rings == 2
+    assert line.family.name == family and line.trunk() is not None

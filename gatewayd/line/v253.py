@@ -11,12 +11,22 @@ the profile's modem family (:data:`gatewayd.line.at.FAMILIES`).
 
 What the driver reports (:mod:`gatewayd.events`):
 
-- ``<DLE>R`` or ``RING`` -> :class:`Ring`; after ``answer_after_rings`` rings the driver
-  answers (the family's answer sequence) -> :class:`RemoteAnswered`;
+The modem is both a trunk (its LINE jack: :meth:`V253ModemLine.trunk`) and a station (its
+PHONE jack, which the network rings by itself: :meth:`V253ModemLine.station`).
+
+- ``<DLE>R`` or ``RING`` -> :class:`Ring` with the caller ID the modem sent between the
+  first and second ring (``AT+VCID=1``: ``NMBR=``; ``P``/``O`` -> :data:`WITHHELD`); the
+  driver never answers by itself: the service's ``Answer`` runs the family's answer
+  sequence -> :class:`RemoteAnswered`; a caller who gives up while it rings (no ring for
+  one cadence) -> :class:`RemoteHangup`;
+- :meth:`~_ModemTrunk.start_capture`: ``+VRX``, the DLE-unescaped 8-bit samples converted
+  to S16_LE for the sink; ``<DLE>!`` stops it (so does a playback, which needs the line:
+  the receive starts again after it while the capture is on); ``<DLE>s`` (silence) is
+  only logged then, the recorder judges silence;
 - ``<DLE>H``/``h`` (Conexant ``P``/``p``) -> :class:`OffHook` / :class:`OnHook`;
 - DTMF keys -> :class:`Digit`, from party ``remote`` during an answered call, else ``handset``;
-- a hang-up code (busy, loop break, silence...) during a remote call -> :class:`RemoteHangup`,
-  and the driver hangs up;
+- a hang-up code (busy, dial tone, loop break, silence...) or an unsolicited ``NO CARRIER``
+  during a remote call -> :class:`RemoteHangup`, and the driver hangs up;
 - the port failing or vanishing -> :class:`LineFault`; the driver then reopens the port
   with exponential back-off (:data:`RECONNECT_FIRST_S` doubling up to
   :data:`RECONNECT_MAX_S`) and re-runs the init. A modem missing at start is waited for
@@ -48,6 +58,7 @@ import serial
 from gatewayd.audio import AudioClip, ClipStartCallback, DoneCallback, ToneClip
 from gatewayd.errors import DeviceError, ProfileError
 from gatewayd.events import (
+    WITHHELD,
     Digit,
     LineFault,
     OffHook,
@@ -68,8 +79,9 @@ from gatewayd.line.at import (
     encode_command,
     expected_results,
     get_family,
+    to_s16le,
 )
-from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
 from gatewayd.logsetup import TRACE
 from gatewayd.outqueue import OutputQueue
 from gatewayd.tones import tone_periods
@@ -134,7 +146,6 @@ class V253ModemLine(LineDriver):
         family: str = "generic",
         baudrate: int = 115200,
         command_timeout_s: float = 3.0,
-        answer_after_rings: int = 2,
         ring_silence_s: float = 1.5 + 3.5 + RING_SILENCE_MARGIN_S,
         off_hook_settle_s: float | None = None,
         reconnect_first_s: float = RECONNECT_FIRST_S,
@@ -142,15 +153,12 @@ class V253ModemLine(LineDriver):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(emit)
-        if answer_after_rings < 1:
-            raise ProfileError(f"answer_after_rings must be at least 1, not {answer_after_rings}")
         if not 0 < reconnect_first_s <= reconnect_max_s:
             raise ValueError("reconnect back-off needs 0 < reconnect_first_s <= reconnect_max_s")
         self.port = port
         self.family: ModemFamily = get_family(family)
         self.baudrate = baudrate
         self.command_timeout_s = command_timeout_s
-        self.answer_after_rings = answer_after_rings
         self.ring_silence_s = ring_silence_s
         self.off_hook_settle_s = (
             self.family.off_hook_settle_s if off_hook_settle_s is None else off_hook_settle_s
@@ -180,6 +188,12 @@ class V253ModemLine(LineDriver):
         self._handset_off = False
         self._line_off_hook = False  # the modem holds the line (+VLS=1, answered)
         self._audio = ModemAudioOutput(self)
+        self._caller: str | None = None  # caller ID of the ringing call (never logged)
+        self._capture: AudioSink | None = None
+        self._receiving = False  # the modem is in the +VRX data state
+        self._vrx_pending = False  # AT+VRX sent, CONNECT not seen yet
+        self._trunk = _ModemTrunk(self)
+        self._station = _ModemStation(self)
 
     @classmethod
     def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> V253ModemLine:
@@ -196,7 +210,6 @@ class V253ModemLine(LineDriver):
             family=modem.family,
             baudrate=modem.baudrate,
             command_timeout_s=modem.command_timeout_s,
-            answer_after_rings=line.answer_after_rings,
             ring_silence_s=line.ring_on_s + line.ring_off_s + RING_SILENCE_MARGIN_S,
         )
 
@@ -210,6 +223,14 @@ class V253ModemLine(LineDriver):
     def audio_output(self) -> ModemAudioOutput:
         """The modem's ``+VTX`` player (one per line)."""
         return self._audio
+
+    def trunk(self) -> Trunk:
+        """The LINE jack: calls from the network."""
+        return self._trunk
+
+    def station(self) -> Station:
+        """The PHONE jack: the handset, rung by the network itself."""
+        return self._station
 
     def status(self) -> dict[str, Any]:
         """Port, family, connection, call and handset state (never a key)."""
@@ -225,10 +246,37 @@ class V253ModemLine(LineDriver):
         """End the remote call (the IVR's ``Hangup``): stop audio, run the hang-up sequence."""
         if self._call in ("remote", "answering"):
             LOGGER.info("modem on %s: hanging up the remote call", self.port)
-        self._call = "idle"
+        self._call_over()
         self._audio.stop()
         if self.connected:
             self._spawn(self._hang_up_line(), "hang up")
+
+    def answer(self) -> None:
+        """Answer the ringing call (the service's ``Answer``): the family's answer sequence."""
+        if self._call != "ringing" or not self.connected:
+            LOGGER.info("modem on %s: no ringing call to answer (%s)", self.port, self._call)
+            return
+        self._cancel_ring_timer()
+        self._call = "answering"
+        self._spawn(self._answer(), "answer")
+
+    def start_capture(self, on_audio: AudioSink) -> None:
+        """Send the caller's audio to ``on_audio`` (``+VRX``) until :meth:`stop_capture`."""
+        self._capture = on_audio
+        if self._call == "remote" and self.connected:
+            self._spawn(self._start_receive(), "start receive")
+
+    def stop_capture(self) -> None:
+        """Stop the caller's audio (``<DLE>!``); safe when not capturing."""
+        self._capture = None
+        if self.connected and (self._receiving or self._vrx_pending):
+            self._spawn(self._stop_receive(), "stop receive")
+
+    def _call_over(self) -> None:
+        self._call = "idle"
+        self._rings = 0
+        self._caller = None
+        self._capture = None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -315,8 +363,10 @@ class V253ModemLine(LineDriver):
         self._fd = port.fileno()
         self._outbox.attach(self._loop, self._fd)
         self._decoder.reset()
+        self._decoder.in_stream = False
         self._reader.reset()
         self._line_off_hook = False
+        self._receiving = self._vrx_pending = False
         with contextlib.suppress(serial.SerialException, OSError):
             port.reset_input_buffer()  # whatever a previous user left unread
         self._loop.add_reader(self._fd, self._on_readable)
@@ -380,8 +430,7 @@ class V253ModemLine(LineDriver):
                 task.cancel()
         self._audio.abandon()
         self._cancel_ring_timer()
-        self._call = "idle"
-        self._rings = 0
+        self._call_over()
         handset_was_off, self._handset_off = self._handset_off, False
         LOGGER.error(
             "modem on %s lost: %s. Is the modem plugged in? Check its USB cable and that %s "
@@ -444,13 +493,46 @@ class V253ModemLine(LineDriver):
             return
         if LOGGER.isEnabledFor(TRACE):
             LOGGER.log(TRACE, "modem %s <- %r", self.port, dle.redact_dtmf(data))
+        while data and self._serial is port:
+            data = self._on_data(data)
+
+    def _on_data(self, data: bytes) -> bytes:
+        """Act on one read: voice samples while receiving, else text; what is left to read."""
+        port = self._serial
+        if self._receiving:
+            audio, events, rest = self._decoder.feed_stream(data)
+            self._deliver(audio)
+            if not self._decoder.in_stream:
+                self._receiving = False  # <DLE><ETX>: the modem's text follows
+            self._on_modem_events(events)
+            return rest
         text, events = self._decoder.feed(data)
+        self._on_modem_events(events)
+        if self._serial is not port:
+            return b""
+        audio = b""
+        if self._vrx_pending:
+            # The samples follow the CONNECT of +VRX at once, in the same read.
+            end = text.find(b"CONNECT")
+            end = text.find(b"\n", end) if end >= 0 else -1
+            if end >= 0:
+                text, audio = text[: end + 1], text[end + 1 :]
+        for line in self._reader.feed(text):
+            self._on_line(line)
+        self._deliver(audio)
+        return b""
+
+    def _deliver(self, samples: bytes) -> None:
+        """The caller's samples (the family's 8-bit format) to the capture sink, as S16_LE."""
+        if samples and self._receiving and self._capture is not None:
+            self._capture(to_s16le(samples, self.family.sample_format))
+
+    def _on_modem_events(self, events: list[dle.ModemEvent]) -> None:
+        port = self._serial
         for event in events:
             self._on_modem_event(event)
             if self._serial is not port:
                 return  # an event's consequences closed the port
-        for line in self._reader.feed(text):
-            self._on_line(line)
 
     def _write(self, data: bytes, *, audio: bool = False) -> None:
         """Queue ``data`` for the modem and write what the port takes now; never blocks.
@@ -538,6 +620,8 @@ class V253ModemLine(LineDriver):
                 self._on_handset(off_hook=True)
             case dle.HandsetOnHook():
                 self._on_handset(off_hook=False)
+            case dle.RemoteHangup(reason="silence") if self._receiving:
+                LOGGER.debug("modem on %s: silence from the caller", self.port)
             case dle.RemoteHangup(reason=reason):
                 self._on_remote_hangup(reason)
             case _:
@@ -545,40 +629,43 @@ class V253ModemLine(LineDriver):
 
     def _on_line(self, line: AtLine) -> None:
         if line.kind is AtLineKind.FINAL:
+            if self._vrx_pending and line.text.upper().startswith("CONNECT"):
+                self._vrx_pending = False
+                self._receiving = self._decoder.in_stream = True
             waiter = self._final
             if waiter is not None and not waiter.done():
                 waiter.set_result(line)
+            elif line.text.upper() == "NO CARRIER":
+                self._on_remote_hangup("no_carrier")
             else:
                 LOGGER.debug("modem on %s: unsolicited %r", self.port, line.text)
         elif line.kind is AtLineKind.RING:
             self._on_ring()
         elif line.kind is AtLineKind.CALLER_ID:
             if line.field == "NMBR":
+                self._caller = caller_id(line.value or "")
                 LOGGER.info("modem on %s: caller ID received", self.port)
             LOGGER.debug("modem on %s: caller ID %s=%s", self.port, line.field, line.value)
         elif line.kind is AtLineKind.INFO and self._final is not None:
             self._info_lines.append(line.text)
 
     def _on_ring(self) -> None:
-        self.emit(Ring())
-        if self._handset_off or self._call in ("answering", "remote") or not self.connected:
+        if self._call in ("answering", "remote") or not self.connected:
+            LOGGER.debug("modem on %s: ring during a call (%s); ignored", self.port, self._call)
             return
         self._call = "ringing"
         self._rings += 1
         self._cancel_ring_timer()
         assert self._loop is not None
         self._ring_timer = self._loop.call_later(self.ring_silence_s, self._ringing_stopped)
-        if self._rings >= self.answer_after_rings:
-            self._cancel_ring_timer()
-            self._call = "answering"
-            self._spawn(self._answer(), "answer")
+        self.emit(Ring(self._caller))
 
     def _ringing_stopped(self) -> None:
         self._ring_timer = None
         if self._call == "ringing":
             LOGGER.info("modem on %s: the caller gave up after %d ring(s)", self.port, self._rings)
-            self._call = "idle"
-            self._rings = 0
+            self._call_over()
+            self.emit(RemoteHangup())
 
     def _cancel_ring_timer(self) -> None:
         if self._ring_timer is not None:
@@ -607,8 +694,7 @@ class V253ModemLine(LineDriver):
             if self._call == "ringing":
                 # Picked up on the phone itself: the box does not answer this call.
                 self._cancel_ring_timer()
-                self._call = "idle"
-                self._rings = 0
+                self._call_over()
             self.emit(OffHook())
             return
         self.emit(OnHook())
@@ -618,15 +704,15 @@ class V253ModemLine(LineDriver):
 
     def _on_remote_hangup(self, reason: str) -> None:
         if self._call == "ringing":
-            self._call = "idle"
-            self._rings = 0
             self._cancel_ring_timer()
+            self._call_over()
+            self.emit(RemoteHangup())
             return
         if self._call not in ("answering", "remote"):
             LOGGER.debug("modem on %s: %s with no remote call; ignored", self.port, reason)
             return
         LOGGER.info("modem on %s: the remote party hung up (%s)", self.port, reason)
-        self._call = "idle"
+        self._call_over()
         self.emit(RemoteHangup())
         self._audio.stop()
         if self.connected:
@@ -645,8 +731,31 @@ class V253ModemLine(LineDriver):
 
     async def _hang_up_line(self) -> None:
         async with self._io_lock:
+            await self._end_receive_locked()
             await self._run_sequence(self.family.hangup)
             self._line_off_hook = False
+
+    async def _start_receive(self) -> None:
+        async with self._io_lock:
+            if self._capture is None or self._call != "remote" or self._receiving:
+                return
+            await self._command(self.family.voice_mode_command)
+            self._vrx_pending = True
+            try:
+                await self._command("AT+VRX")
+            finally:
+                self._vrx_pending = False
+            LOGGER.debug("modem on %s: receiving the caller's audio", self.port)
+
+    async def _stop_receive(self) -> None:
+        async with self._io_lock:
+            await self._end_receive_locked()
+
+    async def _end_receive_locked(self) -> None:
+        """Leave ``+VRX`` (caller holds the I/O lock): ``<DLE>!``, ``<DLE><ETX>``, ``OK``."""
+        if self._receiving:
+            await self._send_and_wait(dle.DLE_ABORT_RECEIVE, "end of receive <DLE>!", ("OK",))
+            self._receiving = self._decoder.in_stream = False
 
     async def _release_line(self) -> None:
         async with self._io_lock:
@@ -682,6 +791,47 @@ class V253ModemLine(LineDriver):
             LOGGER.error("%s (%s)", error, what)
         else:
             LOGGER.error("modem on %s: %s failed", self.port, what, exc_info=error)
+
+
+def caller_id(number: str) -> str | None:
+    """``Ring.caller`` from a modem's ``NMBR`` value: ``P``/``O`` (private, out of area) are
+    :data:`WITHHELD`; an empty value is unknown."""
+    value = number.strip()
+    if value.upper() in ("P", "O"):
+        return WITHHELD
+    return value or None
+
+
+class _ModemTrunk(Trunk):
+    """The modem's LINE jack."""
+
+    def __init__(self, line: V253ModemLine) -> None:
+        self._line = line
+
+    def answer(self) -> None:
+        self._line.answer()
+
+    def hang_up(self) -> None:
+        self._line.hang_up()
+
+    def start_capture(self, on_audio: AudioSink) -> None:
+        self._line.start_capture(on_audio)
+
+    def stop_capture(self) -> None:
+        self._line.stop_capture()
+
+    def audio_output(self) -> ModemAudioOutput:
+        return self._line.audio_output()
+
+
+class _ModemStation(Station):
+    """The modem's PHONE jack: the network rings it, prompts go through ``+VTX`` too."""
+
+    def __init__(self, line: V253ModemLine) -> None:
+        self._line = line
+
+    def audio_output(self) -> ModemAudioOutput:
+        return self._line.audio_output()
 
 
 @dataclass(frozen=True)
@@ -798,12 +948,21 @@ class ModemAudioOutput:
 
     async def _run(self, job: _Job) -> None:
         line = self._line
+        try:
+            await self._play_locked(job)
+        finally:
+            if line._capture is not None and line.connected:
+                line._spawn(line._start_receive(), "resume receive")
+
+    async def _play_locked(self, job: _Job) -> None:
+        line = self._line
         async with line._io_lock:
             if not self._current(job):
                 return
             if not line.connected:
                 LOGGER.debug("modem on %s not connected: playback dropped", line.port)
                 return
+            await line._end_receive_locked()  # half duplex: the playback takes the line
             for command in line.family.play:
                 if _is_off_hook_command(command):
                     if line._line_off_hook:
