@@ -658,7 +658,12 @@ class V253ModemLine(LineDriver):
         self._cancel_ring_timer()
         assert self._loop is not None
         self._ring_timer = self._loop.call_later(self.ring_silence_s, self._ringing_stopped)
-        self.emit(Ring(self._caller))
+        # After the rest of this read: caller-ID lines read with the ring come first.
+        self._loop.call_soon(self._announce_ring)
+
+    def _announce_ring(self) -> None:
+        if self._call == "ringing":
+            self.emit(Ring(self._caller))
 
     def _ringing_stopped(self) -> None:
         self._ring_timer = None
