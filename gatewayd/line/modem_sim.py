@@ -213,6 +213,7 @@ class ModemSimulator:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._outbox = bytearray()
+        self._mode: Mode = "command"
         try:
             self._plug()
         except DeviceError:
@@ -290,21 +291,26 @@ class ModemSimulator:
                     self._send_result("RING")
             self._record("event", f"ring x{times}")
 
-    def caller_id(self, number: str, name: str = "GATEWAYD SIM") -> None:
-        """Send caller-ID lines (``DATE=`` ... ``NAME=``) now, if ``+VCID`` is on."""
+    def caller_id(self, number: str, name: str = "GATEWAYD SIM", *, spaced: bool = False) -> None:
+        """Send caller-ID lines (``DATE=`` ... ``NAME=``) now, if ``+VCID`` is on.
+
+        ``number`` ``P`` or ``O`` is a withheld (private, out of area) number; ``spaced``
+        writes ``NMBR = ...`` as some modems do.
+        """
         with self._lock:
             self._check_plugged()
             if not self._state.caller_id:
                 self._record("event", "caller ID not reported (+VCID=0)")
                 return
             now = datetime.datetime.now()
-            for line in (
-                f"DATE={now:%m%d}",
-                f"TIME={now:%H%M}",
-                f"NMBR={number}",
-                f"NAME={name}",
+            equals = " = " if spaced else "="
+            for field, value in (
+                ("DATE", f"{now:%m%d}"),
+                ("TIME", f"{now:%H%M}"),
+                ("NMBR", number),
+                ("NAME", name),
             ):
-                self._send_info(line)
+                self._send_info(f"{field}{equals}{value}")
             self._record("event", "caller ID")
 
     def say(self, pcm: bytes, *, realtime: bool = False) -> bool:
@@ -382,6 +388,18 @@ class ModemSimulator:
             self._send(b"\x10" + code.encode("latin-1"))
             self._record("event", f"remote hang-up {code!r}")
 
+    def drop_call(self) -> None:
+        """The line drops (loop current lost): a voice stream ends (``<DLE><ETX>``), then
+        ``NO CARRIER``; the modem is on-hook in command mode."""
+        with self._lock:
+            self._check_plugged()
+            if self._mode != "command":
+                self._send(b"\x10\x03")
+                self._mode = "command"
+            self._state.line = 0
+            self._send_result("NO CARRIER")
+            self._record("event", "line dropped (NO CARRIER)")
+
     def unplug(self) -> None:
         """Pull the USB cable: the pty goes away, the DTE's reads and writes fail (EIO)."""
         with self._lock:
@@ -453,7 +471,7 @@ class ModemSimulator:
             self._wake_r, self._wake_w = wake_r, wake_w
             self._tty_path = tty_path
             self._state = _ModemState()
-            self._mode: Mode = "command"
+            self._mode = "command"
             self._command = bytearray()
             self._command_overflow = False
             self._escape = False
@@ -838,7 +856,8 @@ _HELP = """commands:
   say WAV               the caller speaks (8 kHz 16-bit mono WAV, real time; during +VRX)
   lift | hangup         lift / hang up the handset on the modem's phone jack
   press KEYS [REPEAT]   key DTMF (0-9 * # A-D), each key repeated REPEAT times in its burst
-  remote-hangup [CODE]  the far end hangs up (default b = busy)
+  remote-hangup [CODE]  the far end hangs up (default b = busy; d = dial tone, s = silence)
+  drop                  the line drops (NO CARRIER)
   unplug | replug       pull / plug the USB cable back
   history               what the modem received and did
   quit                  stop"""
@@ -869,6 +888,8 @@ def _run_prompt_command(sim: ModemSimulator, words: list[str]) -> bool:
         sim.press(args[0], int(args[1]) if len(args) > 1 else 1)
     elif verb == "remote-hangup":
         sim.remote_hangup(args[0] if args else "b")
+    elif verb == "drop":
+        sim.drop_call()
     elif verb == "unplug":
         sim.unplug()
     elif verb == "replug":
