@@ -16,9 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gatewayd.errors import GatewaydError
-
-SIM_SOCKET = "sim.sock"
-CTL_SOCKET = "ctl.sock"
+from gatewayd.paths import CTL_SOCKET, SIM_SOCKET
 
 #: How long an ordinary sim command (hook, flash, hang-up) may take to be answered.
 SIM_TIMEOUT_S = 10.0

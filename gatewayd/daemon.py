@@ -45,7 +45,13 @@ from gatewayd.events import (
 from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
 from gatewayd.logsetup import current_level, set_level
-from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
+from gatewayd.paths import (
+    CTL_SOCKET,
+    STATE_FILE,
+    resolve_pepper_path,
+    resolve_runtime_dir,
+    resolve_state_dir,
+)
 from gatewayd.profile import Profile, load_profile
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
@@ -58,8 +64,6 @@ from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
 
 LOGGER = logging.getLogger(__name__)
-
-STATE_FILE = "gatewayd.json"
 
 
 def _prompt_name(ref: str | SpokenDigit) -> str:
@@ -122,7 +126,7 @@ class Daemon:
         self._player = self._line.audio_output() or AlsaPlayer.open_with_fallback(
             profile.audio.playback, allow_null_fallback=profile.line.driver == "sim"
         )
-        self._control = ControlServer(self.runtime_dir / "ctl.sock", self, self.bus)
+        self._control = ControlServer(self.runtime_dir / CTL_SOCKET, self, self.bus)
         await self._control.start()
         if profile.console is not None:
             self._serial_console = self._make_serial_console(hasher)

@@ -42,6 +42,7 @@ from gatewayd.line.fake_handset import FakeHandset
 from gatewayd.line.hook import SHK_DEBOUNCE_MS, HookClassifier, TimedEvent
 from gatewayd.line.mt8870 import Mt8870Reader
 from gatewayd.line.ringer import Ringer
+from gatewayd.paths import GPIO_SOCKET
 from gatewayd.unixsock import UnixSocketServer, line_commands
 
 if TYPE_CHECKING:
@@ -52,8 +53,6 @@ LOGGER = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 
-#: The fake-GPIO control socket in the runtime dir (``gpio_backend = "fake"`` only).
-GPIO_SOCKET = "gpio.sock"
 #: Longest command line accepted on gpio.sock; a longer one is answered with an error.
 MAX_LINE = 1024
 #: Longest a station ring asked by the service lasts if nobody stops it (the network gives up).

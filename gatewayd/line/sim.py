@@ -43,6 +43,7 @@ from gatewayd.events import (
     Ring,
 )
 from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
+from gatewayd.paths import SIM_SOCKET
 from gatewayd.pcm import PERIOD_BYTES, PERIOD_S, WavError, read_wav
 from gatewayd.unixsock import UnixSocketServer, line_commands
 
@@ -103,7 +104,7 @@ class SimLine(LineDriver):
         """The sim line of a ``driver = "sim"`` profile, on ``<runtime_dir>/sim.sock``."""
         line = profile.line
         return cls(
-            emit, runtime_dir / "sim.sock", ring_on_s=line.ring_on_s, ring_off_s=line.ring_off_s
+            emit, runtime_dir / SIM_SOCKET, ring_on_s=line.ring_on_s, ring_off_s=line.ring_off_s
         )
 
     async def _start(self) -> None:
