@@ -24,14 +24,11 @@ from typing import Any, Protocol, Self
 import alsaaudio
 
 from gatewayd.errors import DeviceError
-from gatewayd.tones import RATE, Tone, tone_periods
+from gatewayd.pcm import FRAME_BYTES, RATE
+from gatewayd.pcm import PERIOD_FRAMES as DEFAULT_PERIOD_FRAMES
+from gatewayd.tones import Tone, tone_periods
 
 LOGGER = logging.getLogger(__name__)
-
-#: Bytes per frame: 16-bit mono.
-FRAME_BYTES = 2
-#: Frames per period: 20 ms at 8 kHz.
-DEFAULT_PERIOD_FRAMES = 160
 #: Periods the player may write ahead of real time: bounds the stop latency (60 ms).
 DEFAULT_MAX_AHEAD_PERIODS = 3
 #: How long close() waits for the player thread to drop and close the PCM.

@@ -39,8 +39,10 @@ from gatewayd.paths import (
     resolve_runtime_dir,
     resolve_state_dir,
 )
+from gatewayd.pcm import CHANNELS, PERIOD_FRAMES
+from gatewayd.pcm import RATE as SAMPLE_RATE
 from gatewayd.profile import MODEM_AUDIO, Profile, load_profile
-from gatewayd.prompts import CHANNELS, SAMPLE_RATE, PromptCatalogue, default_audio_dir
+from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.voicemail.hashing import load_pepper
 from gatewayd.voicemail.store import Store
 
@@ -50,8 +52,6 @@ LOGGER = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_PROFILE = 2
-#: ALSA period used for the open test: 20 ms at 8 kHz, as the player uses.
-_PERIOD_FRAMES = 160
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def check_alsa(device: str, capture: bool = False) -> Check:
             rate=SAMPLE_RATE,
             channels=CHANNELS,
             format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=_PERIOD_FRAMES,
+            periodsize=PERIOD_FRAMES,
             periods=4,
             device=device,
         )

@@ -34,8 +34,9 @@ from gatewayd.events import (
 from gatewayd.line import open_line
 from gatewayd.line.at import FAMILIES, convert_s16le, to_s16le
 from gatewayd.line.modem_sim import ModemSimulator
-from gatewayd.line.v253 import MAX_AHEAD_PERIODS, PERIOD_FRAMES, V253ModemLine
+from gatewayd.line.v253 import MAX_AHEAD_PERIODS, V253ModemLine
 from gatewayd.logsetup import TRACE
+from gatewayd.pcm import PERIOD_FRAMES
 from gatewayd.profile import load_profile
 from gatewayd.tones import TonePlan, tone_periods
 

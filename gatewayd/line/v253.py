@@ -84,6 +84,7 @@ from gatewayd.line.at import (
 from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
 from gatewayd.logsetup import TRACE
 from gatewayd.outqueue import OutputQueue
+from gatewayd.pcm import PERIOD_FRAMES
 from gatewayd.tones import tone_periods
 
 if TYPE_CHECKING:
@@ -99,8 +100,6 @@ RECONNECT_FIRST_S = 1.0
 RECONNECT_MAX_S = 30.0
 #: A ringing call counts as given up when no ring came for one cadence plus this margin.
 RING_SILENCE_MARGIN_S = 3.0
-#: Samples per playback period: 20 ms at 8 kHz.
-PERIOD_FRAMES = 160
 #: Periods written ahead of real time: bounds how late a barge-in cuts a prompt (60 ms).
 MAX_AHEAD_PERIODS = 3
 #: Most bytes queued for a modem that does not take them (1 s of audio): then it is stuck.
