@@ -53,8 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import serial
-
 from gatewayd.audio import AudioClip, ClipStartCallback, DoneCallback, ToneClip
 from gatewayd.errors import DeviceError, ProfileError
 from gatewayd.events import (
@@ -83,8 +81,8 @@ from gatewayd.line.at import (
 )
 from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
 from gatewayd.logsetup import TRACE
-from gatewayd.outqueue import OutputQueue
 from gatewayd.pcm import PERIOD_FRAMES
+from gatewayd.seriallink import Backoff, SerialLink
 from gatewayd.tones import tone_periods
 
 if TYPE_CHECKING:
@@ -92,8 +90,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-#: Bytes asked of one read; a read returns what the port holds, up to this.
-READ_CHUNK = 4096
 #: First wait before reopening a lost modem; doubled after each failed try ...
 RECONNECT_FIRST_S = 1.0
 #: ... up to this.
@@ -152,8 +148,7 @@ class V253ModemLine(LineDriver):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(emit)
-        if not 0 < reconnect_first_s <= reconnect_max_s:
-            raise ValueError("reconnect back-off needs 0 < reconnect_first_s <= reconnect_max_s")
+        self._backoff = Backoff(reconnect_first_s, reconnect_max_s)
         self.port = port
         self.family: ModemFamily = get_family(family)
         self.baudrate = baudrate
@@ -166,16 +161,21 @@ class V253ModemLine(LineDriver):
         self.reconnect_max_s = reconnect_max_s
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._serial: Any = None  # serial.Serial while the port is open
-        self._fd = -1
+        self._link = SerialLink(
+            port,
+            baudrate,
+            what="modem port",
+            hint="Is the modem plugged in? Check line.port in the profile (ls -l /dev/ttyACM* "
+            "/dev/serial/by-id/) and that gatewayd may open it (group dialout)",
+            on_data=self._on_readable,
+            on_fault=self._fault,
+        )
         self._port_state: _PortState = "closed"
         self._decoder = dle.DleDecoder()
         self._reader = AtResponseReader()
         self._io_lock = asyncio.Lock()
         # Bytes the port did not take yet (a full tty buffer).
-        self._outbox = OutputQueue(
-            on_error=lambda error: self._fault(f"writing to the port failed ({error})")
-        )
+        self._outbox = self._link.outbox
         self._final: asyncio.Future[AtLine] | None = None
         self._info_lines: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()  # every background task
@@ -297,7 +297,8 @@ class V253ModemLine(LineDriver):
                 self.reconnect_first_s,
             )
             self._port_state = "lost"
-            self._schedule_reconnect(self.reconnect_first_s)
+            self._backoff.reset()
+            self._schedule_reconnect()
             return
         try:
             await self._initialise()
@@ -343,43 +344,17 @@ class V253ModemLine(LineDriver):
 
     def _open_port(self) -> None:
         assert self._loop is not None
-        try:
-            port = serial.Serial(
-                self.port,
-                self.baudrate,
-                timeout=0,
-                # Writes never go through pyserial (it spins on EAGAIN when non-blocking):
-                # see _write, which queues and lets the loop tell when the port takes more.
-                write_timeout=0,
-            )
-        except (serial.SerialException, OSError, ValueError) as error:
-            raise DeviceError(
-                f"cannot open the modem port {self.port}: {error}. Is the modem plugged in? "
-                "Check line.port in the profile (ls -l /dev/ttyACM* /dev/serial/by-id/) and "
-                "that gatewayd may open it (group dialout)"
-            ) from error
-        self._serial = port
-        self._fd = port.fileno()
-        self._outbox.attach(self._loop, self._fd)
+        self._link.open(self._loop)
         self._decoder.reset()
         self._decoder.in_stream = False
         self._reader.reset()
         self._line_off_hook = False
         self._receiving = self._vrx_pending = False
-        with contextlib.suppress(serial.SerialException, OSError):
-            port.reset_input_buffer()  # whatever a previous user left unread
-        self._loop.add_reader(self._fd, self._on_readable)
 
     def _close_port(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
+        if not self._link.is_open:
             return
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-        self._outbox.detach()
-        self._fd = -1
-        with contextlib.suppress(Exception):  # a vanished device may fail to close cleanly
-            port.close()
+        self._link.close()
         self._line_off_hook = False
         self._fail_waiter(ModemLostError(f"modem on {self.port} is not connected"))
 
@@ -444,60 +419,49 @@ class V253ModemLine(LineDriver):
             # The modem reports hook changes only: after a loss the handset state is unknown,
             # and a call flow left "off-hook" would ignore the next lift.
             self.emit(OnHook())
-        self._schedule_reconnect(self.reconnect_first_s)
+        self._backoff.reset()
+        self._schedule_reconnect()
 
-    def _schedule_reconnect(self, delay: float) -> None:
+    def _schedule_reconnect(self) -> None:
         assert self._loop is not None
-        self._reconnect_handle = self._loop.call_later(delay, self._start_reconnect, delay)
+        self._reconnect_handle = self._loop.call_later(self._backoff.next(), self._start_reconnect)
 
-    def _start_reconnect(self, delay: float) -> None:
+    def _start_reconnect(self) -> None:
         self._reconnect_handle = None
         if self._closed:
             return
-        self._spawn(self._reconnect(delay), "reconnect", io=False)
+        self._spawn(self._reconnect(), "reconnect", io=False)
 
-    async def _reconnect(self, delay: float) -> None:
+    async def _reconnect(self) -> None:
+        first_try = self._backoff.delay == min(2 * self.reconnect_first_s, self.reconnect_max_s)
         try:
             await self._connect()
         except DeviceError as error:
             self._port_state = "lost"
-            next_delay = min(delay * 2, self.reconnect_max_s)
             # Loud once, then quiet: an unplugged modem must not flood the journal.
-            level = logging.WARNING if delay == self.reconnect_first_s else logging.DEBUG
             LOGGER.log(
-                level,
+                logging.WARNING if first_try else logging.DEBUG,
                 "modem on %s still unavailable (%s); next try in %g s",
                 self.port,
                 error,
-                next_delay,
+                self._backoff.delay,
             )
             if not self._closed:
-                self._schedule_reconnect(next_delay)
+                self._schedule_reconnect()
             return
         LOGGER.info("modem on %s is back (family %s)", self.port, self.family.name)
 
     # --- the serial port ---------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        """Loop reader callback: decode what the modem sent, act on events and lines."""
-        port = self._serial
-        if port is None:
-            return
-        try:
-            data: bytes = port.read(READ_CHUNK)
-        except (serial.SerialException, OSError) as error:
-            self._fault(f"reading the port failed ({error})")
-            return
-        if not data:
-            return
+    def _on_readable(self, data: bytes) -> None:
+        """What the modem sent: decode it, act on events and lines."""
         if LOGGER.isEnabledFor(TRACE):
             LOGGER.log(TRACE, "modem %s <- %r", self.port, dle.redact_dtmf(data))
-        while data and self._serial is port:
+        while data and self._link.is_open:  # an event's consequences may close the port
             data = self._on_data(data)
 
     def _on_data(self, data: bytes) -> bytes:
         """Act on one read: voice samples while receiving, else text; what is left to read."""
-        port = self._serial
         if self._receiving:
             audio, events, rest = self._decoder.feed_stream(data)
             self._deliver(audio)
@@ -507,7 +471,7 @@ class V253ModemLine(LineDriver):
             return rest
         text, events = self._decoder.feed(data)
         self._on_modem_events(events)
-        if self._serial is not port:
+        if not self._link.is_open:
             return b""
         audio = b""
         if self._vrx_pending:
@@ -527,10 +491,9 @@ class V253ModemLine(LineDriver):
             self._capture(to_s16le(samples, self.family.sample_format))
 
     def _on_modem_events(self, events: list[dle.ModemEvent]) -> None:
-        port = self._serial
         for event in events:
             self._on_modem_event(event)
-            if self._serial is not port:
+            if not self._link.is_open:
                 return  # an event's consequences closed the port
 
     def _write(self, data: bytes, *, audio: bool = False) -> None:
@@ -539,7 +502,7 @@ class V253ModemLine(LineDriver):
         A failure is a device fault (:class:`ModemLostError`); so is a modem that stops
         taking data (more than :data:`MAX_OUTBOX_BYTES` queued).
         """
-        if self._serial is None:
+        if not self._link.is_open:
             raise ModemLostError(f"modem on {self.port} is not connected")
         if LOGGER.isEnabledFor(TRACE):
             if audio:
@@ -559,13 +522,11 @@ class V253ModemLine(LineDriver):
 
     def _flush_output(self) -> None:
         """Drop what is queued for the modem, ours and the OS's (barge-in)."""
-        port = self._serial
-        if port is None:
+        if not self._link.is_open:
             raise ModemLostError(f"modem on {self.port} is not connected")
-        self._outbox.clear()
         try:
-            port.reset_output_buffer()
-        except (serial.SerialException, OSError) as error:
+            self._link.flush_output()
+        except OSError as error:
             self._fault(f"flushing the port failed ({error})")
             raise ModemLostError(f"modem on {self.port}: flush failed ({error})") from error
 
