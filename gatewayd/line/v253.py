@@ -49,11 +49,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gatewayd.audio import AudioClip, ClipStartCallback, DoneCallback, ToneClip
+from gatewayd.audio import (
+    AudioClip,
+    ClipStartCallback,
+    DoneCallback,
+    PlayJob,
+    checked_clips,
+    clip_periods,
+    run_callback,
+)
 from gatewayd.errors import DeviceError, ProfileError
 from gatewayd.events import (
     WITHHELD,
@@ -83,7 +90,6 @@ from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
 from gatewayd.logsetup import TRACE
 from gatewayd.pcm import PERIOD_FRAMES
 from gatewayd.seriallink import Backoff, SerialLink
-from gatewayd.tones import tone_periods
 
 if TYPE_CHECKING:
     from gatewayd.profile import Profile
@@ -799,16 +805,6 @@ class _ModemStation(Station):
         return self._line.audio_output()
 
 
-@dataclass(frozen=True)
-class _Job:
-    """One play() request; stale once ``generation`` differs from the player's."""
-
-    clips: tuple[AudioClip, ...]
-    on_clip_start: ClipStartCallback | None
-    on_done: DoneCallback | None
-    generation: int
-
-
 class ModemAudioOutput:
     """Plays clips and tones through the modem (``+VTX``); implements AudioOutput.
 
@@ -834,12 +830,7 @@ class ModemAudioOutput:
         on_done: DoneCallback | None = None,
     ) -> None:
         """Stop whatever plays, then play ``clips`` back to back (a tone only as the last)."""
-        clips = tuple(clips)
-        for index, clip in enumerate(clips[:-1]):
-            if isinstance(clip, ToneClip):
-                raise ValueError(
-                    f"tone clip {clip.label!r} at index {index} never ends: it must be last"
-                )
+        clips = checked_clips(clips)
         if self._closed:
             raise DeviceError(f"modem player on {self._line.port} is closed")
         loop = self._line._loop
@@ -849,7 +840,7 @@ class ModemAudioOutput:
             loop.call_soon_threadsafe(self.play, clips, on_clip_start, on_done)
             return
         self._stop_now()
-        job = _Job(clips, on_clip_start, on_done, self._generation)
+        job = PlayJob(clips, on_clip_start, on_done, self._generation)
         self._line._spawn(self._run(job), "playback")
 
     def stop(self) -> None:
@@ -884,7 +875,7 @@ class ModemAudioOutput:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _current(self, job: _Job) -> bool:
+    def _current(self, job: PlayJob) -> bool:
         return job.generation == self._generation
 
     async def _pause(self, seconds: float) -> None:
@@ -901,7 +892,7 @@ class ModemAudioOutput:
             if self._wakeup is waiter:
                 self._wakeup = None
 
-    async def _wait_until(self, job: _Job, deadline: float) -> bool:
+    async def _wait_until(self, job: PlayJob, deadline: float) -> bool:
         """Wait until the clock reaches ``deadline``; False as soon as ``job`` is stopped."""
         while self._current(job):
             remaining = deadline - self._line.clock()
@@ -911,7 +902,7 @@ class ModemAudioOutput:
             await self._pause(min(remaining, self._period_s))
         return False
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: PlayJob) -> None:
         line = self._line
         try:
             await self._play_locked(job)
@@ -919,7 +910,7 @@ class ModemAudioOutput:
             if line._capture is not None and line.connected:
                 line._spawn(line._start_receive(), "resume receive")
 
-    async def _play_locked(self, job: _Job) -> None:
+    async def _play_locked(self, job: PlayJob) -> None:
         line = self._line
         async with line._io_lock:
             if not self._current(job):
@@ -951,9 +942,9 @@ class ModemAudioOutput:
             if not await self._wait_until(job, start + sent / self._rate):
                 return
             if self._current(job) and job.on_done is not None:
-                _run_callback("on_done", job.on_done)
+                run_callback("modem player", "on_done", job.on_done)
 
-    async def _stream(self, job: _Job, start: float) -> int | None:
+    async def _stream(self, job: PlayJob, start: float) -> int | None:
         """Write every clip, paced; the samples written, or None once ``job`` is stopped."""
         line = self._line
         sent = 0
@@ -961,7 +952,7 @@ class ModemAudioOutput:
             if not self._current(job):
                 return None
             if job.on_clip_start is not None:
-                _run_callback("on_clip_start", job.on_clip_start, index)
+                run_callback("modem player", "on_clip_start", job.on_clip_start, index)
             for chunk in self._chunks(clip):
                 slot = start + (sent + len(chunk)) / self._rate - self._ahead_s
                 if not await self._wait_until(job, slot):
@@ -973,13 +964,8 @@ class ModemAudioOutput:
     def _chunks(self, clip: AudioClip) -> Iterator[bytes]:
         """The clip in the family's 8-bit format, one period at a time (a tone never ends)."""
         sample_format = self._line.family.sample_format
-        if isinstance(clip, ToneClip):
-            for period in tone_periods(clip.tone, PERIOD_FRAMES, self._rate):
-                yield convert_s16le(period, sample_format)
-            return
-        samples = convert_s16le(clip.pcm, sample_format)
-        for offset in range(0, len(samples), PERIOD_FRAMES):
-            yield samples[offset : offset + PERIOD_FRAMES]
+        for period in clip_periods(clip, PERIOD_FRAMES, pad=False):
+            yield convert_s16le(period, sample_format)
 
     async def _barge_in(self) -> None:
         """Drop the queued audio and leave the data state: flush, ``<CAN><DLE><CAN><DLE><ETX>``."""
@@ -991,11 +977,3 @@ class ModemAudioOutput:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _run_callback(name: str, callback: Callable[..., None], *args: int) -> None:
-    """Run a player callback; a broken one must not stop the audio."""
-    try:
-        callback(*args)
-    except Exception:
-        LOGGER.exception("%s callback of the modem player raised", name)
