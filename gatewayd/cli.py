@@ -339,11 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gatewayd`` command line; returns the exit code."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:2] == ["sim", "modem"]:  # its own options (--family, --link): its own parser
-        from gatewayd.line.modem_sim import main as modem_main
-
-        return modem_main(words[2:])
     try:
+        if words[:2] == ["sim", "modem"]:  # its own options (--family, --link): its own parser
+            from gatewayd.line.modem_sim import main as modem_main
+
+            return modem_main(words[2:])
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
         if handler is None:
