@@ -38,6 +38,7 @@ from gatewayd.line.sim import SimLine
 from gatewayd.line.v253 import V253ModemLine
 from gatewayd.pcm import RATE
 from tests.test_gpio_slic import load_fake_profile
+from tests.test_sim import sim_command
 
 WAIT_S = 10.0
 NUMBER = "0612345678"
@@ -117,13 +118,7 @@ class SimWorld(World):
         self.calls: list[asyncio.Task[str]] = []
 
     async def send(self, command: str) -> str:
-        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
-        try:
-            writer.write(command.encode() + b"\n")
-            await writer.drain()
-            return (await reader.readline()).decode().strip()
-        finally:
-            writer.close()
+        return await sim_command(self.socket_path, command)
 
     async def ok(self, command: str) -> None:
         answer = await self.send(command)

@@ -25,6 +25,17 @@ def run(body: Coroutine[Any, Any, None]) -> None:
     asyncio.run(asyncio.wait_for(body, 30))
 
 
+async def sim_command(socket_path: Path, command: str) -> str:
+    """One command on its own connection to a sim socket; the answer line."""
+    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    try:
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        return (await reader.readline()).decode().strip()
+    finally:
+        writer.close()
+
+
 class Rig:
     def __init__(self, line: SimLine) -> None:
         self.line = line
@@ -32,13 +43,7 @@ class Rig:
         self.audio: list[bytes] = []
 
     async def send(self, command: str) -> str:
-        reader, writer = await asyncio.open_unix_connection(str(self.line.socket_path))
-        try:
-            writer.write(command.encode() + b"\n")
-            await writer.drain()
-            return (await reader.readline()).decode().strip()
-        finally:
-            writer.close()
+        return await sim_command(self.line.socket_path, command)
 
     async def until_rings(self, count: int) -> None:
         while len([e for e in self.events if isinstance(e, Ring)]) < count:
@@ -212,33 +217,6 @@ def test_the_station_ringing_shows_in_the_status(tmp_path: Path) -> None:
 
 
 # --- the daemon ----------------------------------------------------------------------------
-
-
-def test_the_daemon_answers_per_the_profile_and_never_shows_the_number(tmp_path: Path) -> None:
-    profile = make_profile(
-        tmp_path,
-        **{
-            "answer_after_rings = 2": "answer_after_rings = 2",
-            "ring_on_s = 1.5": "ring_on_s = 0.05",
-            "ring_off_s = 3.5": "ring_off_s = 0.05",
-        },
-    )
-    daemon = DaemonProcess(tmp_path, profile).start()
-    try:
-        events = daemon.events()
-        assert daemon.sim(f"remote call {NUMBER}") == "ok"
-        start = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "start")
-        assert start["party"] == "remote"
-        rings = [e for e in events.items[: events.index_of(start)] if e["type"] == "ring"]
-        assert len(rings) == 2
-        voice = wav(tmp_path / "v.wav", b"\1\2" * 1600)
-        assert daemon.sim(f"remote say {voice}") == "ok"  # nobody captures yet: dropped
-        assert daemon.sim("remote hangup") == "ok"
-        events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end")
-        assert NUMBER not in str(events.items)
-    finally:
-        daemon.stop()
-    assert NUMBER not in daemon.log_text()
 
 
 def test_lifting_the_handset_while_it_rings_stops_the_daemon_answering(tmp_path: Path) -> None:

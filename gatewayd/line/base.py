@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd.events import LineEvent
 
@@ -79,6 +79,37 @@ class Trunk:
     def audio_output(self) -> AudioOutput | None:
         """Where prompts are played to the caller; None: the ALSA player."""
         return None
+
+
+class _TrunkCalls(Protocol):
+    def answer(self) -> None: ...
+    def hang_up(self) -> None: ...
+    def start_capture(self, on_audio: AudioSink) -> None: ...
+    def stop_capture(self) -> None: ...
+
+
+class DriverTrunk(Trunk):
+    """A trunk whose calls are its driver's own ``answer``, ``hang_up``, ``start_capture``
+    and ``stop_capture`` methods; ``output`` is where prompts to the caller play."""
+
+    def __init__(self, driver: _TrunkCalls, output: AudioOutput | None = None) -> None:
+        self._driver = driver
+        self._output = output
+
+    def answer(self) -> None:
+        self._driver.answer()
+
+    def hang_up(self) -> None:
+        self._driver.hang_up()
+
+    def start_capture(self, on_audio: AudioSink) -> None:
+        self._driver.start_capture(on_audio)
+
+    def stop_capture(self) -> None:
+        self._driver.stop_capture()
+
+    def audio_output(self) -> AudioOutput | None:
+        return self._output
 
 
 class LineDriver(abc.ABC):

@@ -42,7 +42,7 @@ from gatewayd.events import (
     RemoteHangup,
     Ring,
 )
-from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
+from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station, Trunk
 from gatewayd.paths import SIM_SOCKET
 from gatewayd.pcm import PERIOD_BYTES, PERIOD_S, WavError, read_wav
 from gatewayd.unixsock import UnixSocketServer, line_commands
@@ -97,7 +97,7 @@ class SimLine(LineDriver):
         self._key_locks: dict[Party, asyncio.Lock] = {}
         self._say_lock = asyncio.Lock()
         self._station = _SimStation(self)
-        self._trunk = _SimTrunk(self)
+        self._trunk = DriverTrunk(self)
 
     @classmethod
     def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> SimLine:
@@ -109,6 +109,14 @@ class SimLine(LineDriver):
 
     async def _start(self) -> None:
         await self._socket.start()
+
+    def start_capture(self, on_audio: AudioSink) -> None:
+        """``remote say`` audio goes to ``on_audio`` from now on."""
+        self._capture = on_audio
+
+    def stop_capture(self) -> None:
+        """``remote say`` audio is dropped from now on."""
+        self._capture = None
 
     async def _close(self) -> None:
         self._end_remote(None)
@@ -135,7 +143,8 @@ class SimLine(LineDriver):
             LOGGER.info("sim: the handset %s ringing", "starts" if on else "stops")
         self._station_ringing = on
 
-    def _answer(self) -> None:
+    def answer(self) -> None:
+        """The service answers the ringing call (the trunk's ``answer``)."""
         if self._remote_state != "ringing":
             LOGGER.info("sim: no ringing call to answer")
             return
@@ -150,7 +159,8 @@ class SimLine(LineDriver):
             self.emit(RemoteAnswered())
             self._settle(None)
 
-    def _hang_up(self) -> None:
+    def hang_up(self) -> None:
+        """The box hangs up the remote caller (ringing or connected)."""
         if self._remote_state != "idle":
             LOGGER.info("sim: the box hung up the remote call")
         self._end_remote(None)
@@ -317,25 +327,6 @@ class _SimStation(Station):
 
     def ring(self, on: bool) -> None:
         self._line._ring_station(on)
-
-
-class _SimTrunk(Trunk):
-    """The sim caller: answered on request, its voice comes from ``remote say``."""
-
-    def __init__(self, line: SimLine) -> None:
-        self._line = line
-
-    def answer(self) -> None:
-        self._line._answer()
-
-    def hang_up(self) -> None:
-        self._line._hang_up()
-
-    def start_capture(self, on_audio: AudioSink) -> None:
-        self._line._capture = on_audio
-
-    def stop_capture(self) -> None:
-        self._line._capture = None
 
 
 def _caller_id(number: str) -> str:

@@ -86,7 +86,7 @@ from gatewayd.line.at import (
     get_family,
     to_s16le,
 )
-from gatewayd.line.base import AudioSink, EventSink, LineDriver, Station, Trunk
+from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station, Trunk
 from gatewayd.logsetup import TRACE
 from gatewayd.pcm import PERIOD_FRAMES
 from gatewayd.seriallink import Backoff, SerialLink
@@ -197,7 +197,7 @@ class V253ModemLine(LineDriver):
         self._capture: AudioSink | None = None
         self._receiving = False  # the modem is in the +VRX data state
         self._vrx_pending = False  # AT+VRX sent, CONNECT not seen yet
-        self._trunk = _ModemTrunk(self)
+        self._trunk = DriverTrunk(self, self._audio)
         self._station = _ModemStation(self)
 
     @classmethod
@@ -771,28 +771,6 @@ def caller_id(number: str) -> str | None:
     if value.upper() in ("P", "O"):
         return WITHHELD
     return value or None
-
-
-class _ModemTrunk(Trunk):
-    """The modem's LINE jack."""
-
-    def __init__(self, line: V253ModemLine) -> None:
-        self._line = line
-
-    def answer(self) -> None:
-        self._line.answer()
-
-    def hang_up(self) -> None:
-        self._line.hang_up()
-
-    def start_capture(self, on_audio: AudioSink) -> None:
-        self._line.start_capture(on_audio)
-
-    def stop_capture(self) -> None:
-        self._line.stop_capture()
-
-    def audio_output(self) -> ModemAudioOutput:
-        return self._line.audio_output()
 
 
 class _ModemStation(Station):
