@@ -31,14 +31,7 @@ from gatewayd import paths
 from gatewayd.errors import GatewaydError
 from gatewayd.gpio import open_backend
 from gatewayd.line.at import AtLineKind, AtResponseReader
-from gatewayd.paths import (
-    CTL_SOCKET,
-    PROFILE_FILE,
-    STATE_FILE,
-    resolve_pepper_path,
-    resolve_runtime_dir,
-    resolve_state_dir,
-)
+from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
 from gatewayd.pcm import CHANNELS, PERIOD_FRAMES
 from gatewayd.pcm import RATE as SAMPLE_RATE
 from gatewayd.profile import MODEM_AUDIO, Profile, load_profile
@@ -89,7 +82,7 @@ def _about(path: Path, exc: Exception) -> str:
 
 def daemon_running(runtime_dir: Path) -> bool:
     """True if a gatewayd answers on ``<runtime_dir>/ctl.sock`` (it holds the devices then)."""
-    path = runtime_dir / CTL_SOCKET
+    path = runtime_dir / paths.CTL_SOCKET
     if not path.exists():
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -260,7 +253,7 @@ def check_prompts(language: str, audio_dir: Path | None = None) -> Check:
 
 def check_state(state_dir: Path, console: bool = False) -> list[Check]:
     """The state file parses (or does not exist yet); with a console, a technician code is set."""
-    path = state_dir / STATE_FILE
+    path = state_dir / paths.STATE_FILE
     name = f"state {path}"
     if not path.exists():
         checks = [_ok(name, "not created yet (the daemon creates it at its first start)")]
@@ -339,7 +332,7 @@ def run_checks(profile: Profile, state_dir: Path) -> Iterator[Check]:
 
 def default_profile() -> str:
     """The provisioned profile (``/etc/gatewayd/profile.toml``) if there is one, else ``sim``."""
-    provisioned = paths.DEFAULT_ETC_DIR / PROFILE_FILE
+    provisioned = paths.DEFAULT_ETC_DIR / paths.PROFILE_FILE
     return str(provisioned) if provisioned.is_file() else "sim"
 
 

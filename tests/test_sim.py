@@ -53,6 +53,7 @@ class Rig:
         call = asyncio.create_task(self.send("remote call"))
         await self.until_rings(1)
         trunk = self.line.trunk()
+        assert trunk is not None
         trunk.start_capture(self.audio.append)
         trunk.answer()
         assert await call == "ok"
@@ -121,7 +122,7 @@ def test_lifting_the_handset_while_it_rings_takes_the_call(tmp_path: Path) -> No
             assert len([e for e in rig.events if isinstance(e, Ring)]) == rings
             assert isinstance(rig.events[-1], OffHook)
             assert rig.line.status()["remote"] == "handset"
-            rig.line.trunk().answer()  # too late: nothing to answer
+            rig.line.answer()  # too late: nothing to answer
             await asyncio.sleep(0)
             assert not any(isinstance(e, RemoteAnswered) for e in rig.events)
 
@@ -160,7 +161,7 @@ def test_remote_say_without_a_capture_drops_the_audio(tmp_path: Path) -> None:
     async def body() -> None:
         async with sim_line(tmp_path) as rig:
             await rig.connected_call()
-            rig.line.trunk().stop_capture()
+            rig.line.stop_capture()
             assert await rig.send(f"remote say {wav(tmp_path / 'v.wav', b'12' * 400)}") == "ok"
             assert rig.audio == []
 
@@ -208,6 +209,7 @@ def test_the_station_ringing_shows_in_the_status(tmp_path: Path) -> None:
     async def body() -> None:
         async with sim_line(tmp_path) as rig:
             station = rig.line.station()
+            assert station is not None
             station.ring(True)
             assert rig.line.status()["station_ringing"] is True
             assert await rig.send("handset offhook") == "ok"  # a lift stops it

@@ -331,7 +331,7 @@ async def receiving(rig: Rig) -> list[bytes]:
     """Answer, start capturing; the chunks the trunk delivers."""
     await rig.answered_call()
     chunks: list[bytes] = []
-    rig.line.trunk().start_capture(chunks.append)
+    rig.line.start_capture(chunks.append)
     await rig.until(lambda: "AT+VRX" in rig.sim.commands, "+VRX")
     await rig.until(lambda: rig.line._receiving, "receive data state")
     return chunks
@@ -368,7 +368,7 @@ def test_stopping_the_capture_leaves_vrx_and_a_prompt_pauses_it() -> None:
             await rig.until(lambda: rig.sim.commands.count("AT+VRX") == 2, "receive resumed")
             assert "AT+VTX" in rig.sim.commands[vrx[0] :]  # the prompt came between the two
             await rig.until(lambda: rig.line._receiving, "receiving again")
-            rig.line.trunk().stop_capture()
+            rig.line.stop_capture()
             await rig.until(lambda: not rig.line._receiving, "receive ended")
             assert not rig.sim.say(s16([5] * 80))  # the modem is no longer receiving
             assert chunks == [] and rig.line.status()["call"] == "remote"

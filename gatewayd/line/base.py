@@ -7,10 +7,11 @@ carries out line actions. It knows nothing of voicemail.
 Must override: :meth:`LineDriver._start`, :meth:`LineDriver._close`.
 Must provide: ``from_profile(profile, emit, runtime_dir)`` (a classmethod building the
 driver from its profile section; see :func:`gatewayd.line.open_line`).
-May override: :meth:`LineDriver.station` and :meth:`LineDriver.trunk` (what the line is:
-a station is the subscriber's handset, a trunk carries calls from the network),
-:meth:`LineDriver.status`, :meth:`LineDriver.audio_output` (a line that is its own audio
-path, e.g. a voice modem).
+Should set: ``self._station`` and ``self._trunk`` in ``__init__`` (what the line is: a
+:class:`Station` is the subscriber's handset, a :class:`Trunk` carries calls from the
+network; None when the line has no such side).
+May override: :meth:`LineDriver.status`, :meth:`LineDriver.audio_output` (a line that is
+its own audio path, e.g. a voice modem).
 
 A trunk emits ``Ring(caller)`` once per ring and never answers by itself: the service
 decides (``Answer``), the trunk then emits ``RemoteAnswered``; ``RemoteHangup`` when the
@@ -122,6 +123,9 @@ class LineDriver(abc.ABC):
         self._emit = emit
         self._started = False
         self._closed = False
+        #: What :meth:`station` and :meth:`trunk` return: set by the driver's __init__.
+        self._station: Station | None = None
+        self._trunk: Trunk | None = None
 
     async def start(self) -> None:
         """Open the hardware and begin emitting events."""
@@ -143,11 +147,11 @@ class LineDriver(abc.ABC):
 
     def station(self) -> Station | None:
         """The subscriber's handset side, or None (a trunk-only line)."""
-        return None
+        return self._station
 
     def trunk(self) -> Trunk | None:
         """The network side, or None (a station-only line such as gpio-slic)."""
-        return None
+        return self._trunk
 
     def hang_up(self) -> None:
         """End the remote call, if any (the IVR's ``Hangup`` action)."""

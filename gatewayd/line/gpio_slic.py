@@ -123,6 +123,7 @@ class GpioSlicLine(LineDriver):
         self._last_event = "none"
         self._handset: FakeHandset | None = None
         self._server: UnixSocketServer | None = None
+        self._station = _SlicStation(self)  # a station only: no trunk
 
     @classmethod
     def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> GpioSlicLine:
@@ -195,9 +196,6 @@ class GpioSlicLine(LineDriver):
         """Stop ringing now (F/R forward at once, RM low 20 ms later); nothing if not ringing."""
         self._started_parts()
         self._stop_ringing()
-
-    def station(self) -> Station:
-        return _SlicStation(self)
 
     # --- start and close ---------------------------------------------------------
 

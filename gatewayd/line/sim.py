@@ -42,7 +42,7 @@ from gatewayd.events import (
     RemoteHangup,
     Ring,
 )
-from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station, Trunk
+from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station
 from gatewayd.paths import SIM_SOCKET
 from gatewayd.pcm import PERIOD_BYTES, PERIOD_S, WavError, read_wav
 from gatewayd.unixsock import UnixSocketServer, line_commands
@@ -121,12 +121,6 @@ class SimLine(LineDriver):
     async def _close(self) -> None:
         self._end_remote(None)
         await self._socket.close()
-
-    def station(self) -> Station:
-        return self._station
-
-    def trunk(self) -> Trunk:
-        return self._trunk
 
     def status(self) -> dict[str, Any]:
         return {

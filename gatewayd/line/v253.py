@@ -86,7 +86,7 @@ from gatewayd.line.at import (
     get_family,
     to_s16le,
 )
-from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station, Trunk
+from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station
 from gatewayd.logsetup import TRACE
 from gatewayd.pcm import PERIOD_FRAMES
 from gatewayd.seriallink import Backoff, SerialLink
@@ -197,8 +197,8 @@ class V253ModemLine(LineDriver):
         self._capture: AudioSink | None = None
         self._receiving = False  # the modem is in the +VRX data state
         self._vrx_pending = False  # AT+VRX sent, CONNECT not seen yet
-        self._trunk = DriverTrunk(self, self._audio)
-        self._station = _ModemStation(self)
+        self._trunk = DriverTrunk(self, self._audio)  # the LINE jack
+        self._station = _ModemStation(self)  # the PHONE jack, rung by the network itself
 
     @classmethod
     def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> V253ModemLine:
@@ -228,14 +228,6 @@ class V253ModemLine(LineDriver):
     def audio_output(self) -> ModemAudioOutput:
         """The modem's ``+VTX`` player (one per line)."""
         return self._audio
-
-    def trunk(self) -> Trunk:
-        """The LINE jack: calls from the network."""
-        return self._trunk
-
-    def station(self) -> Station:
-        """The PHONE jack: the handset, rung by the network itself."""
-        return self._station
 
     def status(self) -> dict[str, Any]:
         """Port, family, connection, call and handset state (never a key)."""
