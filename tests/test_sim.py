@@ -12,11 +12,16 @@ from typing import Any
 import pytest
 
 from gatewayd.client import SimClient
-from gatewayd.events import WITHHELD, LineEvent, OffHook, RemoteAnswered, RemoteHangup, Ring
+from gatewayd.events import WITHHELD, Answer, LineEvent, OffHook, RemoteAnswered, RemoteHangup, Ring
 from gatewayd.line import sim
 from gatewayd.line.sim import SimLine
 from gatewayd.pcm import PERIOD_BYTES, RATE
+from gatewayd.voicemail.config import VoicemailConfig
+from gatewayd.voicemail.ivr import Ivr
+from gatewayd.voicemail.policy import SecretCodeService
+from tests.conftest import FAST_POLICY
 from tests.daemon_process import DaemonProcess, make_profile
+from tests.harness import FakeClock
 
 NUMBER = "0612345678"
 
@@ -262,3 +267,17 @@ class daemon_sim_async:
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True)
+
+
+# --- the service's answering (temporary home in ivr.py until the declared call flow) -----
+
+
+def test_the_service_answers_at_the_profiles_ring_unless_the_handset_is_lifted(
+    service: SecretCodeService, clock: FakeClock
+) -> None:
+    ivr = Ivr(service, VoicemailConfig(policy=FAST_POLICY), clock, answer_after_rings=3)
+    assert [ivr.handle(Ring(NUMBER)) for _ in range(3)] == [[], [], [Answer()]]
+    ivr.handle(RemoteHangup())  # the caller gave up: the next call counts afresh
+    assert ivr.handle(Ring()) == [] and ivr.handle(Ring()) == []
+    ivr.handle(OffHook())  # the subscriber takes the call: the box never answers it
+    assert all(not ivr.handle(Ring()) for _ in range(5))
