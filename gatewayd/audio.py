@@ -24,14 +24,11 @@ from typing import Any, Protocol, Self
 import alsaaudio
 
 from gatewayd.errors import DeviceError
-from gatewayd.tones import RATE, Tone, tone_periods
+from gatewayd.pcm import FRAME_BYTES, RATE
+from gatewayd.pcm import PERIOD_FRAMES as DEFAULT_PERIOD_FRAMES
+from gatewayd.tones import Tone, tone_periods
 
 LOGGER = logging.getLogger(__name__)
-
-#: Bytes per frame: 16-bit mono.
-FRAME_BYTES = 2
-#: Frames per period: 20 ms at 8 kHz.
-DEFAULT_PERIOD_FRAMES = 160
 #: Periods the player may write ahead of real time: bounds the stop latency (60 ms).
 DEFAULT_MAX_AHEAD_PERIODS = 3
 #: How long close() waits for the player thread to drop and close the PCM.
@@ -132,13 +129,48 @@ class _Pcm(Protocol):
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One play() request; ``generation`` tells whether it is still wanted."""
+class PlayJob:
+    """One play() request of a player; stale once ``generation`` differs from the player's.
+
+    Shared by every :class:`AudioOutput` (ALSA, the modem's ``+VTX``); ``clips`` come
+    from :func:`checked_clips`.
+    """
 
     clips: tuple[AudioClip, ...]
     on_clip_start: ClipStartCallback | None
     on_done: DoneCallback | None
     generation: int
+
+
+def checked_clips(clips: Sequence[AudioClip]) -> tuple[AudioClip, ...]:
+    """The clips of a ``play()``; ValueError if a tone (which never ends) is not the last."""
+    clips = tuple(clips)
+    for index, clip in enumerate(clips[:-1]):
+        if isinstance(clip, ToneClip):
+            raise ValueError(
+                f"tone clip {clip.label!r} at index {index} never ends: it must be last"
+            )
+    return clips
+
+
+def clip_periods(clip: AudioClip, period_frames: int, *, pad: bool) -> Iterator[bytes]:
+    """A clip as S16_LE periods (a tone never ends); ``pad`` fills a prompt's last period
+    with silence (a device that needs whole periods)."""
+    if isinstance(clip, ToneClip):
+        yield from tone_periods(clip.tone, period_frames, RATE)
+        return
+    size = period_frames * FRAME_BYTES
+    for offset in range(0, len(clip.pcm), size):
+        period = clip.pcm[offset : offset + size]
+        yield period + bytes(size - len(period)) if pad else period
+
+
+def run_callback(player: str, name: str, callback: Callable[..., None], *args: int) -> None:
+    """Run a player's user callback; a broken one must not take the audio down with it."""
+    try:
+        callback(*args)
+    except Exception:
+        LOGGER.exception("%s callback of the %s raised", name, player)
 
 
 class AlsaPlayer:
@@ -164,16 +196,16 @@ class AlsaPlayer:
         if max_ahead_periods < 1:
             raise ValueError(f"max_ahead_periods must be at least 1, got {max_ahead_periods}")
         self.device = device
+        self._what = f"ALSA player for {device!r}"
         self.period_frames = period_frames
         self.max_ahead_periods = max_ahead_periods
         self._period_s = period_frames / RATE
-        self._period_bytes = period_frames * FRAME_BYTES
         self._clock = clock
         # An RLock under the condition: a callback (run with the lock held) may call
         # play() or stop() on the same thread.
         self._cond = threading.Condition(threading.RLock())
-        self._pending: _Job | None = None
-        self._active: _Job | None = None
+        self._pending: PlayJob | None = None
+        self._active: PlayJob | None = None
         self._generation = 0
         self._closed = False
         self._stats = PlayerStats()
@@ -247,17 +279,12 @@ class AlsaPlayer:
         is stopped or replaced. Both run on the player thread. A :class:`ToneClip`
         never ends, so it may only be the last clip.
         """
-        clips = tuple(clips)
-        for index, clip in enumerate(clips[:-1]):
-            if isinstance(clip, ToneClip):
-                raise ValueError(
-                    f"tone clip {clip.label!r} at index {index} never ends: it must be last"
-                )
+        clips = checked_clips(clips)
         with self._cond:
             if self._closed or not self._thread.is_alive():
                 raise DeviceError(f"ALSA player for {self.device!r} is closed or has failed")
             self._stop_locked()
-            self._pending = _Job(clips, on_clip_start, on_done, self._generation)
+            self._pending = PlayJob(clips, on_clip_start, on_done, self._generation)
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -337,7 +364,7 @@ class AlsaPlayer:
             )
             self._stop_called_at = time.perf_counter()
 
-    def _current(self, job: _Job) -> bool:
+    def _current(self, job: PlayJob) -> bool:
         """True while ``job`` has not been stopped or replaced; caller holds the lock."""
         return job.generation == self._generation
 
@@ -368,7 +395,7 @@ class AlsaPlayer:
         finally:
             self._release_pcm()
 
-    def _play_job(self, job: _Job) -> bool:
+    def _play_job(self, job: PlayJob) -> bool:
         """Play every clip of ``job``; False as soon as it is stopped or replaced."""
         if self._pcm is None:
             self._reopen()
@@ -377,7 +404,7 @@ class AlsaPlayer:
         for index, clip in enumerate(job.clips):
             if not self._announce_clip(job, index):
                 return False
-            for period in self._clip_periods(clip):
+            for period in clip_periods(clip, self.period_frames, pad=True):
                 slot = self._seq_start + (self._seq_written + 1 - self.max_ahead_periods) * (
                     self._period_s
                 )
@@ -388,26 +415,16 @@ class AlsaPlayer:
             return False
         return self._finish(job)
 
-    def _clip_periods(self, clip: AudioClip) -> Iterator[bytes]:
-        """The clip as whole periods; a prompt's last period is padded with silence."""
-        if isinstance(clip, ToneClip):
-            yield from tone_periods(clip.tone, self.period_frames, RATE)
-            return
-        size = self._period_bytes
-        for offset in range(0, len(clip.pcm), size):
-            period = clip.pcm[offset : offset + size]
-            yield period + bytes(size - len(period))
-
-    def _announce_clip(self, job: _Job, index: int) -> bool:
+    def _announce_clip(self, job: PlayJob, index: int) -> bool:
         """Call ``on_clip_start(index)`` if ``job`` is still current; False if it was stopped."""
         with self._cond:
             if not self._current(job):
                 return False
             if job.on_clip_start is not None:
-                self._run_callback("on_clip_start", job.on_clip_start, index)
+                run_callback(self._what, "on_clip_start", job.on_clip_start, index)
             return True
 
-    def _finish(self, job: _Job) -> bool:
+    def _finish(self, job: PlayJob) -> bool:
         """Count ``job`` as done and call ``on_done()``, unless it was stopped meanwhile."""
         with self._cond:
             if not self._current(job):
@@ -416,17 +433,10 @@ class AlsaPlayer:
             self._active = None
             self._stats = replace(self._stats, sequences_done=self._stats.sequences_done + 1)
             if job.on_done is not None:
-                self._run_callback("on_done", job.on_done)
+                run_callback(self._what, "on_done", job.on_done)
             return True
 
-    def _run_callback(self, name: str, callback: Callable[..., None], *args: int) -> None:
-        """Run a user callback; a broken one must not take the audio down with it."""
-        try:
-            callback(*args)
-        except Exception:
-            LOGGER.exception("%s callback of the ALSA player for %r raised", name, self.device)
-
-    def _wait_until(self, job: _Job, deadline: float) -> bool:
+    def _wait_until(self, job: PlayJob, deadline: float) -> bool:
         """Timed wait until the clock reaches ``deadline``; False if ``job`` is stopped first."""
         with self._cond:
             while self._current(job):
@@ -437,7 +447,7 @@ class AlsaPlayer:
                 self._cond.wait(min(remaining, self._period_s))
             return False
 
-    def _pause(self, job: _Job, seconds: float) -> bool:
+    def _pause(self, job: PlayJob, seconds: float) -> bool:
         """Timed wait of ``seconds`` of real time (the device's time, not the pacing
         clock's); False if ``job`` is stopped meanwhile."""
         with self._cond:
@@ -445,7 +455,7 @@ class AlsaPlayer:
                 self._cond.wait(seconds)
             return self._current(job)
 
-    def _write(self, job: _Job, period: bytes) -> bool:
+    def _write(self, job: PlayJob, period: bytes) -> bool:
         """Write one period (retrying on a full buffer or an underrun); False if stopped."""
         data = memoryview(period)
         underruns_in_a_row = 0

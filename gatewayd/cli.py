@@ -27,7 +27,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 #: sim actions each party accepts (the sim socket's commands, DESIGN.md §6).
 SIM_ACTIONS = {
     "handset": ("offhook", "onhook", "flash", "press"),
-    "remote": ("call", "press", "hangup"),
+    "remote": ("call", "press", "say", "hangup"),
 }
 
 DESCRIPTION = """\
@@ -84,11 +84,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
         parser.error(
             f"{args.party} actions are {', '.join(SIM_ACTIONS[args.party])}, not {args.action!r}"
         )
-    if (args.action == "press") != (args.keys is not None):
-        parser.error("KEYS goes with press only" if args.keys else "press needs KEYS, e.g. 3103")
+    takes = {"press": "KEYS, e.g. 3103", "say": "a WAV PATH", "call": None}
+    if args.keys is not None and args.action not in takes:
+        parser.error(f"{args.action} takes no argument")
+    if args.keys is None and takes.get(args.action):
+        parser.error(f"{args.action} needs {takes[args.action]}")
     from gatewayd.client import CommandFailedError, DaemonUnreachableError, SimClient
 
-    words = [args.party, args.action, *([args.keys] if args.keys is not None else [])]
+    argument = args.keys
+    if args.action == "say":  # the daemon reads the file: give it an absolute path
+        argument = str(Path(argument).resolve())
+    words = [args.party, args.action, *([argument] if argument is not None else [])]
     try:
         with SimClient(_runtime_dir(args.runtime_dir)) as sim:
             answer = sim.send(" ".join(words))
@@ -203,17 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
         "Send one command to the sim socket of a daemon running the sim profile; prints `ok`.\n"
         "press returns once every key was sent (80 ms tone + 80 ms gap each).",
         "handset actions: offhook, onhook, flash, press KEYS\n"
-        "remote actions:  call (rings the box until it answers), press KEYS, hangup\n"
+        "remote actions:  call [NUMBER] (rings the box until it answers; NUMBER: the caller\n"
+        "                 ID, or withheld), press KEYS, say WAV (the caller speaks: 8 kHz\n"
+        "                 16-bit mono, sent in real time), hangup\n"
         "KEYS: 0-9 * # (quote them for the shell).\n"
-        "examples: gatewayd sim handset offhook; gatewayd sim handset press '4931#'",
+        "a simulated V.253 modem instead: gatewayd sim modem [--family F] [--link PATH]\n"
+        "examples: gatewayd sim handset offhook; gatewayd sim handset press '4931#';\n"
+        "          gatewayd sim remote call 0612345678; gatewayd sim remote say hello.wav",
         cmd_sim,
     )
     sim.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
-    sim.add_argument("party", choices=tuple(SIM_ACTIONS), metavar="PARTY", help="handset or remote")
     sim.add_argument(
-        "action", metavar="ACTION", help="offhook, onhook, flash, press, call or hangup"
+        "party", choices=tuple(SIM_ACTIONS), metavar="PARTY", help="handset, remote (or modem)"
     )
-    sim.add_argument("keys", nargs="?", metavar="KEYS", help="the keys of press")
+    sim.add_argument(
+        "action", metavar="ACTION", help="offhook, onhook, flash, press, call, say or hangup"
+    )
+    sim.add_argument(
+        "keys", nargs="?", metavar="ARG", help="KEYS of press, NUMBER of call, WAV of say"
+    )
 
     ctl = add(
         "ctl",
@@ -351,7 +365,12 @@ def cmd_dtmf(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gatewayd`` command line; returns the exit code."""
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
+        if words[:2] == ["sim", "modem"]:  # its own options (--family, --link): its own parser
+            from gatewayd.line.modem_sim import main as modem_main
+
+            return modem_main(words[2:])
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
         if handler is None:

@@ -16,9 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gatewayd.errors import GatewaydError
-
-SIM_SOCKET = "sim.sock"
-CTL_SOCKET = "ctl.sock"
+from gatewayd.paths import CTL_SOCKET, SIM_SOCKET
 
 #: How long an ordinary sim command (hook, flash, hang-up) may take to be answered.
 SIM_TIMEOUT_S = 10.0
@@ -26,6 +24,8 @@ SIM_TIMEOUT_S = 10.0
 KEY_PERIOD_S = 0.160
 #: ``remote call`` is answered once the box answers the call, after the profile's rings.
 CALL_TIMEOUT_S = 120.0
+#: ``remote say`` is answered once the WAV was sent in real time (at most 10 min of audio).
+SAY_TIMEOUT_S = 600.0 + SIM_TIMEOUT_S
 #: How long a control command (other than ``events``) may take to be answered.
 CTL_TIMEOUT_S = 15.0
 #: How often :meth:`ReadyListener.wait` checks that the daemon is still running.
@@ -163,6 +163,8 @@ def command_timeout(command: str) -> float:
     words = command.split()
     if words[1:2] == ["call"]:
         return CALL_TIMEOUT_S
+    if words[1:2] == ["say"]:
+        return SAY_TIMEOUT_S
     if words[1:2] == ["press"] and len(words) > 2:
         return SIM_TIMEOUT_S + KEY_PERIOD_S * len(words[2])
     return SIM_TIMEOUT_S

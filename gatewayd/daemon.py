@@ -25,6 +25,7 @@ from gatewayd.errors import GatewaydError, PepperError
 from gatewayd.eventbus import EventBus
 from gatewayd.events import (
     Action,
+    Answer,
     CancelTimer,
     ComposedPrompt,
     Digit,
@@ -37,6 +38,7 @@ from gatewayd.events import (
     PlayTone,
     PromptRef,
     Ring,
+    RingStation,
     StartTimer,
     StopAudio,
     TimerExpired,
@@ -45,7 +47,13 @@ from gatewayd.eventtypes import PromptEvent
 from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
 from gatewayd.logsetup import current_level, set_level
-from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
+from gatewayd.paths import (
+    CTL_SOCKET,
+    STATE_FILE,
+    resolve_pepper_path,
+    resolve_runtime_dir,
+    resolve_state_dir,
+)
 from gatewayd.profile import Profile, load_profile
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
@@ -58,8 +66,6 @@ from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
 
 LOGGER = logging.getLogger(__name__)
-
-STATE_FILE = "gatewayd.json"
 
 
 class Daemon:
@@ -119,7 +125,7 @@ class Daemon:
         self._player = self._line.audio_output() or AlsaPlayer.open_with_fallback(
             profile.audio.playback, allow_null_fallback=profile.line.driver == "sim"
         )
-        self._control = ControlServer(self.runtime_dir / "ctl.sock", self, self.bus)
+        self._control = ControlServer(self.runtime_dir / CTL_SOCKET, self, self.bus)
         await self._control.start()
         if profile.console is not None:
             self._serial_console = self._make_serial_console(hasher)
@@ -273,6 +279,18 @@ class Daemon:
             case Hangup():
                 assert self._line is not None
                 self._line.hang_up()
+            case Answer():
+                assert self._line is not None
+                trunk = self._line.trunk()
+                if trunk is None:
+                    LOGGER.error("the %s line has no trunk to answer", self.profile.line.driver)
+                else:
+                    trunk.answer()
+            case RingStation(on=on):
+                assert self._line is not None
+                station = self._line.station()
+                if station is not None:
+                    station.ring(on)
             case StartTimer(name=name, seconds=seconds):
                 old = self._timers.pop(name, None)
                 if old is not None:

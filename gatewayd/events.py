@@ -47,29 +47,33 @@ class Digit:
         return f"Digit(key='?', party={self.party!r})"
 
 
-#: ``Ring.caller`` when the network says the number is private or withheld.
+#: ``Ring.caller`` when the network says the caller's number is private or withheld.
 WITHHELD = "withheld"
 
 
 @dataclass(frozen=True)
 class Ring:
-    """One ring of an incoming trunk call (before it is answered).
+    """One ring of an incoming trunk call, before it is answered (emitted once per ring).
 
-    ``caller`` is the caller ID once the trunk knows it (:data:`WITHHELD` when the
-    network withholds it), None when unknown.
+    ``caller`` is the caller ID once the trunk knows it (a modem learns it between the
+    first and the second ring), :data:`WITHHELD` when the network withholds it, None when
+    unknown. Never shown above debug level.
     """
 
-    caller: str | None = field(default=None, repr=False)
+    caller: str | None = None
+
+    def __repr__(self) -> str:  # the caller's number stays out of logs
+        return f"Ring(caller={'?' if self.caller else None!r})"
 
 
 @dataclass(frozen=True)
 class RemoteAnswered:
-    """A remote call was answered: a remote session starts."""
+    """The trunk answered the call (after ``Answer``): a remote session starts."""
 
 
 @dataclass(frozen=True)
 class RemoteHangup:
-    """The remote party hung up (or the modem reported the end of the call)."""
+    """The remote party hung up (also while it was still ringing, before the answer)."""
 
 
 @dataclass(frozen=True)
@@ -201,12 +205,12 @@ class Hangup:
 
 @dataclass(frozen=True)
 class Answer:
-    """Answer the ringing trunk call; the trunk feeds ``RemoteAnswered`` once connected."""
+    """Answer the ringing trunk call; the trunk reports ``RemoteAnswered`` when connected."""
 
 
 @dataclass(frozen=True)
 class RingStation:
-    """Start or stop ringing the subscriber's handset (a trunk call is coming in)."""
+    """Ring the subscriber's handset (``on``) or stop it (no-op where it rings by itself)."""
 
     on: bool
 

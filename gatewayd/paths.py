@@ -23,6 +23,17 @@ PROFILES_DIR_ENV = "GATEWAYD_PROFILES_DIR"
 PEPPER_CREDENTIAL = "gatewayd-pepper"
 #: Runtime directory when neither the option nor systemd nor XDG names one.
 DEFAULT_RUNTIME_DIR = Path("/run/gatewayd")
+#: Where ``gatewayd provision`` writes the box's profile and pepper.
+DEFAULT_ETC_DIR = Path("/etc/gatewayd")
+#: The provisioned profile's name in :data:`DEFAULT_ETC_DIR`.
+PROFILE_FILE = "profile.toml"
+#: The daemon's state file in the state directory.
+STATE_FILE = "gatewayd.json"
+#: Sockets in the runtime directory: the console (always), the sim line (sim profile), the
+#: fake handset (``gpio_backend = "fake"``).
+CTL_SOCKET = "ctl.sock"
+SIM_SOCKET = "sim.sock"
+GPIO_SOCKET = "gpio.sock"
 
 
 def shipped_profiles_dir() -> Path:

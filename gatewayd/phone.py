@@ -68,9 +68,9 @@ LINE_HELP = """\
 Commands, one per line (stdin is not a terminal):
   lift | hangup | flash       the handset
   press KEYS                  keys 0-9*# to the party of the current call
-  call                        a remote caller rings the box (same as `remote call`)
+  call [NUMBER]               a remote caller rings the box (same as `remote call [NUMBER]`)
   handset ACTION [KEYS]       any sim command, e.g. `remote press 4931#`, `remote hangup`
-  remote ACTION [KEYS]
+  remote ACTION [KEYS]        (`remote say FILE.wav`: the remote caller speaks it)
   status | help
   wait TYPE[:VALUE] [SECONDS] wait for an event seen since the last wait, e.g.
                               `wait prompt:code_saved`, `wait call:end 10` (default 30 s)
@@ -349,12 +349,16 @@ class Phone:
         with self._lock:
             return "remote" if self._remote != "idle" and not self._handset_off else "handset"
 
-    def remote_call(self) -> None:
-        """A remote caller rings the box; answered after the profile's rings."""
+    def remote_call(self, number: str | None = None) -> None:
+        """A remote caller (caller ID ``number``, if given) rings the box until it answers."""
         with self._lock:
             if self._remote == "idle":
                 self._remote = "calling"
-        self._send("remote", "remote call")
+        self._send("remote", f"remote call {number}" if number else "remote call")
+
+    def remote_say(self, path: str) -> None:
+        """The remote caller speaks a WAV (8 kHz 16-bit mono); the daemon reads the file."""
+        self._send("remote", f"remote say {Path(path).resolve()}")
 
     def remote_hang_up(self) -> None:
         """The remote caller hangs up (even while the box is still ringing)."""
@@ -406,14 +410,14 @@ class Phone:
         """Called on a lane thread with each command's answer."""
         words = command.split()
         if not isinstance(answer, BaseException):
-            if words == ["remote", "call"]:
+            if words[:2] == ["remote", "call"]:
                 with self._lock:
                     if self._remote == "calling":
                         self._remote = "connected"
             return
         with self._lock:
             self.failures += 1
-            if words == ["remote", "call"] and self._remote == "calling":
+            if words[:2] == ["remote", "call"] and self._remote == "calling":
                 self._remote = "idle"
             reason = answer.reason if isinstance(answer, CommandFailedError) else str(answer)
             self._write(f"  ! {command}: {reason}")
@@ -611,6 +615,8 @@ class Phone:
             return False
         if name in simple and not args:
             simple[name]()
+        elif name == "call" and len(args) == 1:
+            self.remote_call(args[0])
         elif name == "help":
             self.say(LINE_HELP)
         elif name == "press" and len(args) == 1:
@@ -640,6 +646,10 @@ class Phone:
         }.get((party, args[0]))
         if action is not None and len(args) == 1:
             action()
+        elif (party, args[0]) == ("remote", "call") and len(args) == 2:
+            self.remote_call(args[1])
+        elif (party, args[0]) == ("remote", "say") and len(args) >= 2:
+            self.remote_say(" ".join(args[1:]))
         elif args[0] == "press" and len(args) == 2:
             self.press(args[1], party)
         else:  # the daemon says what is wrong with it

@@ -32,9 +32,16 @@ from typing import TextIO
 
 from gatewayd.console import TechnicianAuth, technician_code_problem
 from gatewayd.errors import GatewaydError, ProfileError
-from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
+from gatewayd.paths import (
+    DEFAULT_ETC_DIR,
+    PROFILE_FILE,
+    STATE_FILE,
+    resolve_pepper_path,
+    resolve_runtime_dir,
+    resolve_state_dir,
+)
 from gatewayd.profile import Profile, load_profile, profile_from_text
-from gatewayd.selftest import STATE_FILE, daemon_running
+from gatewayd.selftest import daemon_running
 from gatewayd.voicemail.auditlog import audit_path
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.store import Store, fsync_dir
@@ -42,8 +49,6 @@ from gatewayd.voicemail.store import Store, fsync_dir
 LOGGER = logging.getLogger(__name__)
 
 #: Where the unit (systemd/gatewayd.service) expects the profile and the pepper.
-DEFAULT_ETC_DIR = Path("/etc/gatewayd")
-PROFILE_FILE = "profile.toml"
 PEPPER_FILE = "pepper"
 #: Exit codes: done; something could not be done; bad arguments (profile, code).
 EXIT_OK = 0

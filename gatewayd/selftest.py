@@ -27,12 +27,15 @@ from typing import Any, TextIO
 import alsaaudio
 import serial
 
+from gatewayd import paths
 from gatewayd.errors import GatewaydError
 from gatewayd.gpio import open_backend
 from gatewayd.line.at import AtLineKind, AtResponseReader
 from gatewayd.paths import resolve_pepper_path, resolve_runtime_dir, resolve_state_dir
+from gatewayd.pcm import CHANNELS, PERIOD_FRAMES
+from gatewayd.pcm import RATE as SAMPLE_RATE
 from gatewayd.profile import MODEM_AUDIO, Profile, load_profile
-from gatewayd.prompts import CHANNELS, SAMPLE_RATE, PromptCatalogue, default_audio_dir
+from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.voicemail.hashing import load_pepper
 from gatewayd.voicemail.store import Store
 
@@ -42,10 +45,6 @@ LOGGER = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_PROFILE = 2
-#: Name of the daemon's state file in the state directory (gatewayd.daemon.STATE_FILE).
-STATE_FILE = "gatewayd.json"
-#: ALSA period used for the open test: 20 ms at 8 kHz, as the player uses.
-_PERIOD_FRAMES = 160
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def _about(path: Path, exc: Exception) -> str:
 
 def daemon_running(runtime_dir: Path) -> bool:
     """True if a gatewayd answers on ``<runtime_dir>/ctl.sock`` (it holds the devices then)."""
-    path = runtime_dir / "ctl.sock"
+    path = runtime_dir / paths.CTL_SOCKET
     if not path.exists():
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -205,7 +204,7 @@ def check_alsa(device: str, capture: bool = False) -> Check:
             rate=SAMPLE_RATE,
             channels=CHANNELS,
             format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=_PERIOD_FRAMES,
+            periodsize=PERIOD_FRAMES,
             periods=4,
             device=device,
         )
@@ -254,7 +253,7 @@ def check_prompts(language: str, audio_dir: Path | None = None) -> Check:
 
 def check_state(state_dir: Path, console: bool = False) -> list[Check]:
     """The state file parses (or does not exist yet); with a console, a technician code is set."""
-    path = state_dir / STATE_FILE
+    path = state_dir / paths.STATE_FILE
     name = f"state {path}"
     if not path.exists():
         checks = [_ok(name, "not created yet (the daemon creates it at its first start)")]
@@ -333,9 +332,7 @@ def run_checks(profile: Profile, state_dir: Path) -> Iterator[Check]:
 
 def default_profile() -> str:
     """The provisioned profile (``/etc/gatewayd/profile.toml``) if there is one, else ``sim``."""
-    from gatewayd.provision import DEFAULT_ETC_DIR, PROFILE_FILE  # provision imports this module
-
-    provisioned = DEFAULT_ETC_DIR / PROFILE_FILE
+    provisioned = paths.DEFAULT_ETC_DIR / paths.PROFILE_FILE
     return str(provisioned) if provisioned.is_file() else "sim"
 
 

@@ -23,21 +23,16 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import serial
 
 from gatewayd.console import Console, Reply, Stream, format_event
 from gatewayd.errors import DeviceError, GatewaydError
 from gatewayd.eventbus import EventBus, Subscription
-from gatewayd.outqueue import OutputQueue
+from gatewayd.seriallink import Backoff, SerialLink
 
 LOGGER = logging.getLogger(__name__)
 
 #: Longest command line, in characters; a longer one is refused when it ends.
 MAX_LINE = 256
-#: Bytes asked of one read.
-READ_CHUNK = 4096
 #: Output kept for a terminal that does not read (a full pty); beyond it output is dropped.
 MAX_OUTBOX_BYTES = 64 * 1024
 #: First wait before reopening a failed or missing port, doubled up to the second.
@@ -181,15 +176,21 @@ class SerialConsole:
         self._console = console
         self._bus = bus
         self._reopen_first_s = reopen_first_s
-        self._reopen_max_s = reopen_max_s
+        self._backoff = Backoff(reopen_first_s, reopen_max_s)
         self._editor = LineEditor(self._send, self._on_entry, max_line)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._serial: Any = None  # serial.Serial while open
-        self._fd = -1
-        self._outbox = OutputQueue(
-            on_error=lambda error: self._fault(f"write failed: {error}"),
+        self._link = SerialLink(
+            port,
+            baudrate,
+            what="console port",
+            hint="Check console.port in the profile, that no getty uses it (systemctl mask "
+            "serial-getty@...) and that gatewayd may open it (group dialout)",
+            on_data=self._on_data,
+            on_fault=self._fault,
             on_empty=self._report_dropped_output,
+            exclusive=True,
         )
+        self._outbox = self._link.outbox
         self._dropped_output = False
         self._reopen: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -201,14 +202,14 @@ class SerialConsole:
     @property
     def connected(self) -> bool:
         """True while the port is open."""
-        return self._serial is not None
+        return self._link.is_open
 
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the port and greet; a port that cannot be opened is retried, never fatal."""
         self._loop = asyncio.get_running_loop()
-        self._try_open(self._reopen_first_s)
+        self._try_open()
 
     async def close(self) -> None:
         """Stop serving and close the port; safe to call twice."""
@@ -219,65 +220,34 @@ class SerialConsole:
             if handle is not None:
                 handle.cancel()
         self._stop_stream(announce=False)
-        if self._serial is not None:
+        if self._link.is_open:
             with contextlib.suppress(OSError):
-                os.write(self._fd, self._outbox.peek(4096) + b"\r\ngatewayd stopping.\r\n")
-        self._close_port()
+                os.write(self._link.fd, self._outbox.peek(4096) + b"\r\ngatewayd stopping.\r\n")
+        self._link.close()
 
-    def _try_open(self, delay: float) -> None:
+    def _try_open(self) -> None:
         self._reopen = None
         if self._closed:
             return
         try:
             self._open()
         except DeviceError as exc:
+            delay = self._backoff.next()
             level = logging.DEBUG if self._outage_logged else logging.ERROR
             LOGGER.log(level, "%s; retrying in %g s", exc, delay)
             self._outage_logged = True
             assert self._loop is not None
-            self._reopen = self._loop.call_later(
-                delay, self._try_open, min(delay * 2, self._reopen_max_s)
-            )
+            self._reopen = self._loop.call_later(delay, self._try_open)
             return
         self._outage_logged = False
+        self._backoff.reset()
         LOGGER.info("technician console on %s (%d baud 8N1)", self.port, self.baudrate)
         self._send_text(f"\n{self.banner}; type `help`\n{self._console.prompt}")
 
     def _open(self) -> None:
         assert self._loop is not None
-        try:
-            port = serial.Serial(
-                self.port,
-                self.baudrate,
-                bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE,
-                timeout=0,
-                write_timeout=0,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceError(
-                f"cannot open the console port {self.port}: {exc}. Check console.port in the "
-                "profile, that no getty uses it (systemctl mask serial-getty@...) and that "
-                "gatewayd may open it (group dialout)"
-            ) from exc
-        self._serial = port
-        self._fd = port.fileno()
-        self._outbox.attach(self._loop, self._fd)
+        self._link.open(self._loop)
         self._editor.reset()
-        self._loop.add_reader(self._fd, self._on_readable)
-
-    def _close_port(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
-            return
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-        self._outbox.detach()
-        self._fd = -1
-        with contextlib.suppress(Exception):  # a vanished adapter may fail to close cleanly
-            port.close()
 
     def _fault(self, reason: str) -> None:
         """The port failed: end the session, close, and reopen with back-off."""
@@ -290,27 +260,14 @@ class SerialConsole:
         self._outage_logged = True
         self._stop_stream(announce=False)
         self._console.end_session()
-        self._close_port()
+        self._link.close()
         if not self._closed and self._loop is not None and self._reopen is None:
-            self._reopen = self._loop.call_later(
-                self._reopen_first_s,
-                self._try_open,
-                min(self._reopen_first_s * 2, self._reopen_max_s),
-            )
+            self._backoff.reset()
+            self._reopen = self._loop.call_later(self._backoff.next(), self._try_open)
 
     # --- input ---------------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        port = self._serial
-        if port is None:
-            return
-        try:
-            data: bytes = port.read(READ_CHUNK)
-        except (serial.SerialException, OSError) as exc:
-            self._fault(f"read failed: {exc}")
-            return
-        if not data:
-            return
+    def _on_data(self, data: bytes) -> None:
         if self._stream_task is not None:
             self._stop_stream(announce=True)  # any key ends an events stream
             return
@@ -325,7 +282,7 @@ class SerialConsole:
             )
         else:
             self._run(entry.text)
-        if self._stream_task is None and self._serial is not None:
+        if self._stream_task is None and self._link.is_open:
             self._editor.secret = self._console.secret_input
             self._send_text(self._console.prompt)
         self._arm_idle_timer()
@@ -389,7 +346,7 @@ class SerialConsole:
     def _on_idle_timer(self) -> None:
         self._idle_timer = None
         notice = self._console.expire_idle()
-        if notice is not None and self._serial is not None:
+        if notice is not None and self._link.is_open:
             if self._stream_task is not None:
                 self._send_text(f"{notice}\n")  # the stream goes on: events need no login
             else:
@@ -405,7 +362,7 @@ class SerialConsole:
 
     def _send(self, data: bytes) -> None:
         """Queue ``data`` and write what the port takes now; never blocks the loop."""
-        if self._serial is None or not data:
+        if not self._link.is_open or not data:
             return
         if len(self._outbox) + len(data) > MAX_OUTBOX_BYTES:
             self._dropped_output = True  # the terminal does not read: drop, say so later
@@ -413,7 +370,7 @@ class SerialConsole:
         try:
             self._outbox.write(data)
         except OSError as exc:
-            self._fault(f"write failed: {exc}")
+            self._fault(f"writing to the port failed ({exc})")
 
     def _report_dropped_output(self) -> None:
         if self._dropped_output:  # the terminal caught up: say that some output was lost

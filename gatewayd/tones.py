@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from gatewayd.errors import ProfileError
+from gatewayd.pcm import PERIOD_FRAMES as PERIOD_FRAMES  # re-exported: tones are PCM
+from gatewayd.pcm import RATE as RATE
 
-#: Sample rate of every tone and prompt (8 kHz telephony).
-RATE = 8000
-#: Frames per player period: 20 ms at 8 kHz.
-PERIOD_FRAMES = 160
 #: Default level of each frequency component, in dBFS (a full-scale sine is 0 dBFS).
 DEFAULT_LEVEL_DBFS = -13.0
 #: Length of the fade at each on/off edge of a cadence: long enough to avoid a click,

@@ -288,13 +288,31 @@ def test_sim_press_sends_exactly_one_command_line(fake: FakeDaemon, capsys) -> N
         (["handset", "offhook"], "handset offhook"),
         (["handset", "flash"], "handset flash"),
         (["remote", "call"], "remote call"),
+        (["remote", "call", "0612345678"], "remote call 0612345678"),
         (["remote", "press", "4931#"], "remote press 4931#"),
+        (["remote", "say", "/tmp/voice.wav"], "remote say /tmp/voice.wav"),
         (["remote", "hangup"], "remote hangup"),
     ],
 )
 def test_sim_commands(argv: list[str], sent: str, fake: FakeDaemon) -> None:
     assert main(["sim", "--runtime-dir", str(fake.runtime_dir), *argv]) == 0
     assert fake.sim_commands == [sent]
+
+
+def test_sim_remote_say_sends_an_absolute_path(
+    fake: FakeDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "--runtime-dir", str(fake.runtime_dir), "remote", "say", "v.wav"]) == 0
+    assert fake.sim_commands == [f"remote say {tmp_path / 'v.wav'}"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["handset", "offhook", "1"], ["remote", "say"], ["remote", "hangup", "x"]]
+)
+def test_sim_arguments_that_do_not_fit_are_usage_errors(argv: list[str], fake: FakeDaemon) -> None:
+    assert main(["sim", "--runtime-dir", str(fake.runtime_dir), *argv]) == 2
+    assert fake.sim_commands == []
 
 
 def test_sim_error_answer_is_exit_1_with_the_reason(fake: FakeDaemon, capsys) -> None:

@@ -27,7 +27,7 @@ from gatewayd.console import (
     TechnicianAuth,
     technician_code_problem,
 )
-from gatewayd.line.gpio_slic import GPIO_SOCKET
+from gatewayd.paths import GPIO_SOCKET
 from gatewayd.selftest import Check
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper
 from gatewayd.voicemail.policy import SecretCodeService

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import wave
 from pathlib import Path
 
 import pytest
@@ -307,13 +308,24 @@ def test_a_remote_call_rings_then_is_answered_per_the_profile(tmp_path: Path) ->
     daemon = DaemonProcess(tmp_path, profile).start()
     try:
         events = daemon.events()
-        assert daemon.sim("remote call") == "ok"
+        assert daemon.sim("remote call 0612345678") == "ok"
         start = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "start")
         rings = [e for e in events.items[: events.index_of(start)] if e["type"] == "ring"]
-        assert len(rings) == 3
+        assert len(rings) == 3 and start["party"] == "remote"
         assert rings[2]["t"] - rings[0]["t"] >= 0.39  # two ring cycles of 0.2 s
+        voice = tmp_path / "voice.wav"
+        with wave.open(str(voice), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(b"\1\2" * 1600)
+        assert daemon.sim(f"remote say {voice}") == "ok"  # nobody captures yet: dropped
+        assert daemon.sim("remote hangup") == "ok"
+        events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end")
+        assert "0612345678" not in str(events.items)  # the caller's number is never shown
     finally:
         daemon.stop()
+    assert "0612345678" not in daemon.log_text()
 
 
 def test_an_unusable_audio_device_falls_back_to_null_on_the_sim_only(tmp_path: Path) -> None:

@@ -30,17 +30,16 @@ from gatewayd.events import Digit, LineEvent, OffHook
 from gatewayd.gpio import BackendUnavailableError, UnknownBackendError
 from gatewayd.gpio.fake import FakeGpio
 from gatewayd.line import gpio_slic, open_line
+from gatewayd.line.fake_handset import FakeHandset, FakeHandsetError
 from gatewayd.line.gpio_slic import (
-    GPIO_SOCKET,
     MAX_LINE,
-    FakeHandset,
-    FakeHandsetError,
     GpioSlicLine,
     InbandDtmfUnavailableError,
     SlicLineError,
 )
 from gatewayd.line.hook import SHK_DEBOUNCE_MS
 from gatewayd.line.ringer import RM_DROP_DELAY_S
+from gatewayd.paths import GPIO_SOCKET
 from gatewayd.profile import PIN_NAMES, Profile, SlicSection, load_profile
 from tests.daemon_process import DaemonProcess
 

@@ -16,7 +16,7 @@ import pytest
 np = pytest.importorskip("numpy")
 
 from gatewayd.dtmf.signals import key_sequence, silence, to_pcm  # noqa: E402
-from gatewayd.line.gpio_slic import GPIO_SOCKET  # noqa: E402
+from gatewayd.paths import GPIO_SOCKET  # noqa: E402
 from tests.daemon_process import DaemonProcess  # noqa: E402
 from tests.test_dtmf_capture import prompt_echo  # noqa: E402
 from tests.test_gpio_slic import GpioSock, fake_profile_text  # noqa: E402

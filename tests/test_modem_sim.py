@@ -457,3 +457,11 @@ def test_the_command_line_simulator_rings_and_keys(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert not link.exists()
+
+
+def test_gatewayd_sim_modem_runs_the_simulator_prompt(capsys: pytest.CaptureFixture[str]) -> None:
+    from gatewayd.cli import main as cli_main
+
+    assert cli_main(["sim", "modem", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gatewayd sim modem") and "--family" in out

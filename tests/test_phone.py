@@ -205,6 +205,19 @@ def test_keys_go_to_the_remote_caller_during_a_remote_call(fake: FakeDaemon) -> 
     ]
 
 
+def test_a_caller_with_a_number_speaks_a_wav_given_by_a_relative_path(
+    fake: FakeDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    script = io.StringIO("call 0612345678\nremote say hello.wav\nremote hangup\nquit\n")
+    assert run_phone(fake.runtime_dir, script, Screen()) == 0
+    assert fake.sim_commands == [
+        "remote call 0612345678",
+        f"remote say {tmp_path / 'hello.wav'}",  # the daemon reads it: made absolute
+        "remote hangup",
+    ]
+
+
 def test_a_refused_command_is_shown_and_fails_the_script(runtime_dir: Path) -> None:
     daemon = start_fake(
         runtime_dir, sim_answers={"handset press 1": "error lift the handset first"}

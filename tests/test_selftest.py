@@ -259,13 +259,13 @@ def test_refuses_while_the_daemon_holds_the_devices(tmp_path: Path, modem_profil
 def test_without_a_profile_the_provisioned_one_is_checked(
     tmp_path: Path, modem_profile: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gatewayd.provision
+    import gatewayd.paths
 
     assert default_profile() == "sim" or Path(default_profile()).is_file()
     etc = tmp_path / "etc"
     etc.mkdir()
     shutil.copy(modem_profile, etc / "profile.toml")
-    monkeypatch.setattr(gatewayd.provision, "DEFAULT_ETC_DIR", etc)
+    monkeypatch.setattr(gatewayd.paths, "DEFAULT_ETC_DIR", etc)
     assert default_profile() == str(etc / "profile.toml")
     out = io.StringIO()
     main(None, None, str(tmp_path / "run"), out=out)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.paths import PEPPER_CREDENTIAL
-from gatewayd.provision import DEFAULT_ETC_DIR, PEPPER_FILE, PROFILE_FILE
+from gatewayd.paths import DEFAULT_ETC_DIR, PEPPER_CREDENTIAL, PROFILE_FILE
+from gatewayd.provision import PEPPER_FILE
 from tests.daemon_process import REPO
 
 UNIT = REPO / "systemd" / "gatewayd.service"

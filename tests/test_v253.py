@@ -21,6 +21,7 @@ import pytest
 from gatewayd.audio import Clip, ToneClip
 from gatewayd.errors import DeviceError
 from gatewayd.events import (
+    WITHHELD,
     Digit,
     LineEvent,
     LineFault,
@@ -31,10 +32,11 @@ from gatewayd.events import (
     Ring,
 )
 from gatewayd.line import open_line
-from gatewayd.line.at import FAMILIES, convert_s16le
+from gatewayd.line.at import FAMILIES, convert_s16le, to_s16le
 from gatewayd.line.modem_sim import ModemSimulator
-from gatewayd.line.v253 import MAX_AHEAD_PERIODS, PERIOD_FRAMES, V253ModemLine
+from gatewayd.line.v253 import MAX_AHEAD_PERIODS, V253ModemLine
 from gatewayd.logsetup import TRACE
+from gatewayd.pcm import PERIOD_FRAMES
 from gatewayd.profile import load_profile
 from gatewayd.tones import TonePlan, tone_periods
 
@@ -55,6 +57,8 @@ class Rig:
     sim: ModemSimulator
     line: V253ModemLine
     events: list[LineEvent] = field(default_factory=list)
+    #: The service's part, played by the rig: answer at this ring of a call.
+    answer_after_rings: int = 2
 
     async def until(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + WAIT_S
@@ -69,7 +73,7 @@ class Rig:
         return [event for event in self.events if isinstance(event, kind)]
 
     async def answered_call(self) -> None:
-        self.sim.ring(self.line.answer_after_rings)
+        self.sim.ring(self.answer_after_rings)
         await self.until(lambda: bool(self.of(RemoteAnswered)), "answer")
 
 
@@ -77,12 +81,25 @@ class Rig:
 async def modem(family: str = "generic", **options: Any) -> AsyncIterator[Rig]:
     with ModemSimulator(family) as sim:
         events: list[LineEvent] = []
+        answer_after = options.pop("answer_after_rings", 2)
+        rings = 0
+
+        def emit(event: LineEvent) -> None:  # the service: answer at the n-th ring
+            nonlocal rings
+            events.append(event)
+            if isinstance(event, Ring):
+                rings += 1
+                if rings == answer_after:
+                    line.answer()
+            elif isinstance(event, RemoteHangup | RemoteAnswered):
+                rings = 0
+
         settings: dict[str, Any] = {"off_hook_settle_s": 0.0, "command_timeout_s": 2.0}
         settings.update(options)
-        line = V253ModemLine(events.append, sim.port, family=family, **settings)
+        line = V253ModemLine(emit, sim.port, family=family, **settings)
         await line.start()
         try:
-            yield Rig(sim, line, events)
+            yield Rig(sim, line, events, answer_after)
         finally:
             await line.close()
 
@@ -203,6 +220,7 @@ def test_a_caller_who_gives_up_is_forgotten_and_the_next_call_counts_afresh() ->
             rig.sim.ring()
             await rig.until(lambda: len(rig.of(Ring)) == 1, "first call's ring")
             await rig.until(lambda: rig.line.status()["call"] == "idle", "ringing forgotten")
+            assert rig.events == [Ring(), RemoteHangup()]  # the service stops waiting
             rig.sim.ring()
             await rig.until(lambda: len(rig.of(Ring)) == 2, "second call's ring")
             assert rig.line.status()["call"] == "ringing" and not rig.of(RemoteAnswered)
@@ -288,6 +306,92 @@ def test_a_remote_hangup_ends_the_call_and_the_driver_hangs_up(family: str, code
     run(body())
 
 
+@pytest.mark.parametrize(("sent", "caller"), [("0612345678", "0612345678"), ("O", WITHHELD)])
+def test_the_caller_id_between_rings_comes_with_the_next_ring_spaced_or_not(
+    sent: str, caller: str
+) -> None:
+    async def body() -> None:
+        async with modem("conexant", answer_after_rings=99) as rig:
+            rig.sim.ring()
+            await rig.until(lambda: len(rig.of(Ring)) == 1, "first ring")
+            rig.sim.caller_id(sent, spaced=True)
+            rig.sim.ring()
+            await rig.until(lambda: len(rig.of(Ring)) == 2, "second ring")
+            assert [e.caller for e in rig.events if isinstance(e, Ring)] == [None, caller]
+            rig.sim.remote_hangup("d")  # the caller gives up: dial tone on the line
+            await rig.until(lambda: bool(rig.of(RemoteHangup)), "hang-up while ringing")
+            rig.sim.ring()  # a new call: the old caller ID is forgotten
+            await rig.until(lambda: len(rig.of(Ring)) == 3, "next call's ring")
+            assert [e.caller for e in rig.events if isinstance(e, Ring)][2] is None
+
+    run(body())
+
+
+async def receiving(rig: Rig) -> list[bytes]:
+    """Answer, start capturing; the chunks the trunk delivers."""
+    await rig.answered_call()
+    chunks: list[bytes] = []
+    rig.line.start_capture(chunks.append)
+    await rig.until(lambda: "AT+VRX" in rig.sim.commands, "+VRX")
+    await rig.until(lambda: rig.line._receiving, "receive data state")
+    return chunks
+
+
+@pytest.mark.parametrize("family", ["generic", "usr5637", "conexant"])
+def test_the_callers_audio_arrives_unescaped_as_s16le_and_keys_and_silence_pass(
+    family: str,
+) -> None:
+    async def body() -> None:
+        async with modem(family, answer_after_rings=1) as rig:
+            chunks = await receiving(rig)
+            voice = clip_with_dle_bytes(0.5)
+            rig.sim.remote_hangup("s")  # silence: the recorder's matter, not a hang-up
+            assert rig.sim.say(voice)
+            rig.sim.press("#")
+            expected = to_s16le(convert_s16le(voice, "u8"), "u8")
+            await rig.until(lambda: len(b"".join(chunks)) >= len(expected), "caller audio")
+            assert b"".join(chunks) == expected
+            await rig.until(lambda: bool(rig.of(Digit)), "key during +VRX")
+            assert rig.of(Digit) == [Digit("#", "remote")] and not rig.of(RemoteHangup)
+
+    run(body())
+
+
+def test_stopping_the_capture_leaves_vrx_and_a_prompt_pauses_it() -> None:
+    async def body() -> None:
+        async with modem("usr5637", answer_after_rings=1) as rig:
+            chunks = await receiving(rig)
+            player = Player()
+            rig.line.audio_output().play([Clip("beep", s16([1000] * 800))], on_done=player.on_done)
+            await rig.until(lambda: player.done_at is not None, "the prompt played")
+            vrx = [i for i, c in enumerate(rig.sim.commands) if c == "AT+VRX"]
+            await rig.until(lambda: rig.sim.commands.count("AT+VRX") == 2, "receive resumed")
+            assert "AT+VTX" in rig.sim.commands[vrx[0] :]  # the prompt came between the two
+            await rig.until(lambda: rig.line._receiving, "receiving again")
+            rig.line.stop_capture()
+            await rig.until(lambda: not rig.line._receiving, "receive ended")
+            assert not rig.sim.say(s16([5] * 80))  # the modem is no longer receiving
+            assert chunks == [] and rig.line.status()["call"] == "remote"
+
+    run(body())
+
+
+@pytest.mark.parametrize("how", ["b", "d", "no carrier"])
+def test_a_caller_hanging_up_during_vrx_ends_the_call(how: str) -> None:
+    async def body() -> None:
+        async with modem("generic", answer_after_rings=1) as rig:
+            await receiving(rig)
+            if how == "no carrier":
+                rig.sim.drop_call()
+            else:
+                rig.sim.remote_hangup(how)
+            await rig.until(lambda: bool(rig.of(RemoteHangup)), "remote hang-up")
+            await rig.until(lambda: not rig.sim.line_off_hook, "line on-hook")
+            assert rig.line.status()["call"] == "idle"
+
+    run(body())
+
+
 def test_the_ivr_hangup_stops_the_prompt_and_puts_the_line_on_hook() -> None:
     async def body() -> None:
         async with modem("usr5637", answer_after_rings=1) as rig:
@@ -313,7 +417,9 @@ def test_closing_the_line_during_a_call_stops_the_prompt_and_hangs_up() -> None:
             line = V253ModemLine(events.append, sim.port, family="usr5637", off_hook_settle_s=0)
             await line.start()
             rig = Rig(sim, line, events)
-            sim.ring(2)
+            sim.ring(1)
+            await rig.until(lambda: bool(rig.of(Ring)), "ring")
+            line.answer()
             await rig.until(lambda: bool(rig.of(RemoteAnswered)), "answer")
             line.audio_output().play([ToneClip("busy", TonePlan.france()["busy"])])
             await rig.until(lambda: "AT+VTX" in sim.commands, "playback")
@@ -531,4 +637,4 @@ def test_each_shipped_modem_profile_loads_and_builds_its_driver(
     assert profile.storage.state_dir == "/var/lib/gatewayd"
     line = open_line(profile, lambda event: None, tmp_path)
     assert isinstance(line, V253ModemLine)
-    assert line.family.name == family and line.answer_after_rings == 2
+    assert line.family.name == family and line.trunk() is not None

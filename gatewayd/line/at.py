@@ -191,6 +191,13 @@ def convert_s16le(pcm: bytes, sample_format: SampleFormat) -> bytes:
     return s16le_to_u8(pcm) if sample_format == "u8" else s16le_to_s8(pcm)
 
 
+def to_s16le(samples: bytes, sample_format: SampleFormat) -> bytes:
+    """A modem's 8-bit samples (``+VRX``) as S16_LE: each byte becomes a sample's high byte."""
+    out = bytearray(2 * len(samples))
+    out[1::2] = samples.translate(_FLIP_SIGN) if sample_format == "u8" else samples
+    return bytes(out)
+
+
 # --- modem families -----------------------------------------------------------------------
 
 

@@ -222,6 +222,21 @@ class DleDecoder:
                     events.append(event)
         return bytes(audio), events
 
+    def feed_stream(self, data: bytes) -> tuple[bytes, list[ModemEvent], bytes]:
+        """Like :meth:`feed`, but stop after the end of a voice stream (``<DLE><ETX>``).
+
+        Returns ``(audio, events, rest)``: ``rest`` is what follows the stream's end,
+        undecoded (the modem's text again, such as ``OK``); empty if the stream goes on.
+        """
+        escape = self._escape
+        for index, byte in enumerate(data):
+            if escape and byte == ETX and self.in_stream:
+                audio, events = self.feed(data[: index + 1])
+                return audio, events, data[index + 1 :]
+            escape = not escape and byte == DLE
+        audio, events = self.feed(data)
+        return audio, events, b""
+
     def _event(self, code: str) -> ModemEvent | None:
         if code in DTMF_KEYS:
             # Some modems repeat the key inside one burst (Intel 536EX): report it once.

@@ -13,9 +13,11 @@ to the pty's slave side: open it with pyserial like ``/dev/ttyACM0``. After
 but the symlink is re-pointed, so reopening the same ``port`` path works, as with a udev
 symlink on a real box.
 
-Technicians run ``python -m gatewayd.line.modem_sim --family usr5637``: it prints the
-port to put in a profile and reads commands (``ring``, ``lift``, ``hangup``, ``press
-KEYS``, ``quit``...) from the terminal.
+Technicians run ``gatewayd sim modem --family usr5637`` (or ``python -m
+gatewayd.line.modem_sim``): it prints the port to put in a profile and reads commands
+(``ring``, ``callerid NUMBER``, ``lift``, ``hangup``, ``press KEYS``, ``say WAV``,
+``remote-hangup [b|d|s]``, ``quit``...) from the terminal. While the box receives
+(``+VRX``), :meth:`ModemSimulator.say` sends a caller's voice as DLE-framed samples.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ from types import TracebackType
 from typing import Literal
 
 from gatewayd.errors import DeviceError, GatewaydError
-from gatewayd.line.at import FAMILIES, ModemFamily, get_family
-from gatewayd.line.dle import CAN, DLE, DTMF_END_CODES, DTMF_KEYS, ETX, redact_dtmf
+from gatewayd.line.at import FAMILIES, ModemFamily, convert_s16le, get_family
+from gatewayd.line.dle import CAN, DLE, DTMF_END_CODES, DTMF_KEYS, ETX, dle_encode, redact_dtmf
 from gatewayd.logsetup import TRACE
+from gatewayd.pcm import PERIOD_FRAMES, RATE, WavError, read_wav
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ LOGGER = logging.getLogger(__name__)
 MAX_COMMAND_LINE = 256
 #: Most audio kept for one playback (10 min at 8 kHz); the rest is counted, not kept.
 MAX_PLAYBACK_BYTES = 8000 * 600
+#: Longest WAV the prompt's ``say`` sends.
+MAX_SAY_S = 600.0
 #: Name of the symlink made in a temporary directory when no ``link`` is given.
 LINK_NAME = "ttyV253"
 
@@ -208,6 +213,7 @@ class ModemSimulator:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._outbox = bytearray()
+        self._mode: Mode = "command"
         try:
             self._plug()
         except DeviceError:
@@ -285,22 +291,61 @@ class ModemSimulator:
                     self._send_result("RING")
             self._record("event", f"ring x{times}")
 
-    def caller_id(self, number: str, name: str = "GATEWAYD SIM") -> None:
-        """Send caller-ID lines (``DATE=`` ... ``NAME=``) now, if ``+VCID`` is on."""
+    def caller_id(self, number: str, name: str = "GATEWAYD SIM", *, spaced: bool = False) -> None:
+        """Send caller-ID lines (``DATE=`` ... ``NAME=``) now, if ``+VCID`` is on.
+
+        ``number`` ``P`` or ``O`` is a withheld (private, out of area) number; ``spaced``
+        writes ``NMBR = ...`` as some modems do.
+        """
         with self._lock:
             self._check_plugged()
             if not self._state.caller_id:
                 self._record("event", "caller ID not reported (+VCID=0)")
                 return
             now = datetime.datetime.now()
-            for line in (
-                f"DATE={now:%m%d}",
-                f"TIME={now:%H%M}",
-                f"NMBR={number}",
-                f"NAME={name}",
+            equals = " = " if spaced else "="
+            for field, value in (
+                ("DATE", f"{now:%m%d}"),
+                ("TIME", f"{now:%H%M}"),
+                ("NMBR", number),
+                ("NAME", name),
             ):
-                self._send_info(line)
+                self._send_info(f"{field}{equals}{value}")
             self._record("event", "caller ID")
+
+    def say(self, pcm: bytes, *, realtime: bool = False) -> bool:
+        """The caller speaks: S16_LE 8 kHz ``pcm`` sent as ``+VRX`` samples (family format).
+
+        Only while the DTE receives (after ``AT+VRX``): False, and nothing sent, otherwise.
+        The samples are DLE-escaped; ``realtime`` paces them at 8000 per second (a thread,
+        20 ms at a time) instead of sending them at once; pacing stops when the receive ends.
+        """
+        if len(pcm) % 2:
+            raise SimulatorUsageError("say() takes S16_LE audio (an even number of bytes)")
+        samples = convert_s16le(pcm, self.family.sample_format)
+        with self._lock:
+            self._check_plugged()
+            if self._mode != "receive":
+                self._record("event", "voice not sent (the DTE is not receiving, no +VRX)")
+                return False
+            self._record("event", f"caller voice: {len(samples)} samples")
+            if not realtime:
+                self._send(dle_encode(samples))
+                return True
+        thread = threading.Thread(
+            target=self._say_paced, args=(samples,), name="modem-sim-say", daemon=True
+        )
+        thread.start()
+        return True
+
+    def _say_paced(self, samples: bytes) -> None:
+        start = time.monotonic()
+        for offset in range(0, len(samples), PERIOD_FRAMES):
+            with self._lock:
+                if self._mode != "receive" or not self._plugged:
+                    return
+                self._send(dle_encode(samples[offset : offset + PERIOD_FRAMES]))
+            time.sleep(max(0.0, start + (offset + PERIOD_FRAMES) / RATE - time.monotonic()))
 
     def lift_handset(self) -> None:
         """Lift the handset on the modem's phone jack (``<DLE>H``; Conexant ``<DLE>P``)."""
@@ -342,6 +387,18 @@ class ModemSimulator:
                 return
             self._send(b"\x10" + code.encode("latin-1"))
             self._record("event", f"remote hang-up {code!r}")
+
+    def drop_call(self) -> None:
+        """The line drops (loop current lost): a voice stream ends (``<DLE><ETX>``), then
+        ``NO CARRIER``; the modem is on-hook in command mode."""
+        with self._lock:
+            self._check_plugged()
+            if self._mode != "command":
+                self._send(b"\x10\x03")
+                self._mode = "command"
+            self._state.line = 0
+            self._send_result("NO CARRIER")
+            self._record("event", "line dropped (NO CARRIER)")
 
     def unplug(self) -> None:
         """Pull the USB cable: the pty goes away, the DTE's reads and writes fail (EIO)."""
@@ -414,7 +471,7 @@ class ModemSimulator:
             self._wake_r, self._wake_w = wake_r, wake_w
             self._tty_path = tty_path
             self._state = _ModemState()
-            self._mode: Mode = "command"
+            self._mode = "command"
             self._command = bytearray()
             self._command_overflow = False
             self._escape = False
@@ -795,10 +852,12 @@ class ModemSimulator:
 
 _HELP = """commands:
   ring [N]              ring N times (default 1)
-  callerid NUMBER       send caller-ID lines (needs +VCID=1)
+  callerid NUMBER       send caller-ID lines (needs +VCID=1; P = withheld)
+  say WAV               the caller speaks (8 kHz 16-bit mono WAV, real time; during +VRX)
   lift | hangup         lift / hang up the handset on the modem's phone jack
   press KEYS [REPEAT]   key DTMF (0-9 * # A-D), each key repeated REPEAT times in its burst
-  remote-hangup [CODE]  the far end hangs up (default b = busy)
+  remote-hangup [CODE]  the far end hangs up (default b = busy; d = dial tone, s = silence)
+  drop                  the line drops (NO CARRIER)
   unplug | replug       pull / plug the USB cable back
   history               what the modem received and did
   quit                  stop"""
@@ -813,6 +872,14 @@ def _run_prompt_command(sim: ModemSimulator, words: list[str]) -> bool:
         sim.ring(int(args[0]) if args else 1)
     elif verb == "callerid" and args:
         sim.caller_id(args[0])
+    elif verb == "say" and args:
+        try:
+            pcm = read_wav(Path(" ".join(args)), max_seconds=MAX_SAY_S)
+        except WavError as error:
+            print(f"error: {error}", flush=True)
+            return True
+        if not sim.say(pcm, realtime=True):
+            print("error: the box is not receiving (no AT+VRX): nothing sent", flush=True)
     elif verb == "lift":
         sim.lift_handset()
     elif verb == "hangup":
@@ -821,6 +888,8 @@ def _run_prompt_command(sim: ModemSimulator, words: list[str]) -> bool:
         sim.press(args[0], int(args[1]) if len(args) > 1 else 1)
     elif verb == "remote-hangup":
         sim.remote_hangup(args[0] if args else "b")
+    elif verb == "drop":
+        sim.drop_call()
     elif verb == "unplug":
         sim.unplug()
     elif verb == "replug":
@@ -837,7 +906,7 @@ def _run_prompt_command(sim: ModemSimulator, words: list[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gatewayd.line.modem_sim``: a simulated modem and a prompt to drive it."""
     parser = argparse.ArgumentParser(
-        prog="python -m gatewayd.line.modem_sim",
+        prog="gatewayd sim modem",
         description="Simulate a V.253 voice modem on a pseudo-terminal (dry-run a profile).",
     )
     parser.add_argument("--family", choices=sorted(FAMILIES), default="generic")

@@ -11,12 +11,22 @@ the profile's modem family (:data:`gatewayd.line.at.FAMILIES`).
 
 What the driver reports (:mod:`gatewayd.events`):
 
-- ``<DLE>R`` or ``RING`` -> :class:`Ring`; after ``answer_after_rings`` rings the driver
-  answers (the family's answer sequence) -> :class:`RemoteAnswered`;
+The modem is both a trunk (its LINE jack: :meth:`V253ModemLine.trunk`) and a station (its
+PHONE jack, which the network rings by itself: :meth:`V253ModemLine.station`).
+
+- ``<DLE>R`` or ``RING`` -> :class:`Ring` with the caller ID the modem sent between the
+  first and second ring (``AT+VCID=1``: ``NMBR=``; ``P``/``O`` -> :data:`WITHHELD`); the
+  driver never answers by itself: the service's ``Answer`` runs the family's answer
+  sequence -> :class:`RemoteAnswered`; a caller who gives up while it rings (no ring for
+  one cadence) -> :class:`RemoteHangup`;
+- :meth:`~_ModemTrunk.start_capture`: ``+VRX``, the DLE-unescaped 8-bit samples converted
+  to S16_LE for the sink; ``<DLE>!`` stops it (so does a playback, which needs the line:
+  the receive starts again after it while the capture is on); ``<DLE>s`` (silence) is
+  only logged then, the recorder judges silence;
 - ``<DLE>H``/``h`` (Conexant ``P``/``p``) -> :class:`OffHook` / :class:`OnHook`;
 - DTMF keys -> :class:`Digit`, from party ``remote`` during an answered call, else ``handset``;
-- a hang-up code (busy, loop break, silence...) during a remote call -> :class:`RemoteHangup`,
-  and the driver hangs up;
+- a hang-up code (busy, dial tone, loop break, silence...) or an unsolicited ``NO CARRIER``
+  during a remote call -> :class:`RemoteHangup`, and the driver hangs up;
 - the port failing or vanishing -> :class:`LineFault`; the driver then reopens the port
   with exponential back-off (:data:`RECONNECT_FIRST_S` doubling up to
   :data:`RECONNECT_MAX_S`) and re-runs the init. A modem missing at start is waited for
@@ -39,15 +49,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import serial
-
-from gatewayd.audio import AudioClip, ClipStartCallback, DoneCallback, ToneClip
+from gatewayd.audio import (
+    AudioClip,
+    ClipStartCallback,
+    DoneCallback,
+    PlayJob,
+    checked_clips,
+    clip_periods,
+    run_callback,
+)
 from gatewayd.errors import DeviceError, ProfileError
 from gatewayd.events import (
+    WITHHELD,
     Digit,
     LineFault,
     OffHook,
@@ -68,27 +84,24 @@ from gatewayd.line.at import (
     encode_command,
     expected_results,
     get_family,
+    to_s16le,
 )
-from gatewayd.line.base import EventSink, LineDriver
+from gatewayd.line.base import AudioSink, DriverTrunk, EventSink, LineDriver, Station
 from gatewayd.logsetup import TRACE
-from gatewayd.outqueue import OutputQueue
-from gatewayd.tones import tone_periods
+from gatewayd.pcm import PERIOD_FRAMES
+from gatewayd.seriallink import Backoff, SerialLink
 
 if TYPE_CHECKING:
     from gatewayd.profile import Profile
 
 LOGGER = logging.getLogger(__name__)
 
-#: Bytes asked of one read; a read returns what the port holds, up to this.
-READ_CHUNK = 4096
 #: First wait before reopening a lost modem; doubled after each failed try ...
 RECONNECT_FIRST_S = 1.0
 #: ... up to this.
 RECONNECT_MAX_S = 30.0
 #: A ringing call counts as given up when no ring came for one cadence plus this margin.
 RING_SILENCE_MARGIN_S = 3.0
-#: Samples per playback period: 20 ms at 8 kHz.
-PERIOD_FRAMES = 160
 #: Periods written ahead of real time: bounds how late a barge-in cuts a prompt (60 ms).
 MAX_AHEAD_PERIODS = 3
 #: Most bytes queued for a modem that does not take them (1 s of audio): then it is stuck.
@@ -134,7 +147,6 @@ class V253ModemLine(LineDriver):
         family: str = "generic",
         baudrate: int = 115200,
         command_timeout_s: float = 3.0,
-        answer_after_rings: int = 2,
         ring_silence_s: float = 1.5 + 3.5 + RING_SILENCE_MARGIN_S,
         off_hook_settle_s: float | None = None,
         reconnect_first_s: float = RECONNECT_FIRST_S,
@@ -142,15 +154,11 @@ class V253ModemLine(LineDriver):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(emit)
-        if answer_after_rings < 1:
-            raise ProfileError(f"answer_after_rings must be at least 1, not {answer_after_rings}")
-        if not 0 < reconnect_first_s <= reconnect_max_s:
-            raise ValueError("reconnect back-off needs 0 < reconnect_first_s <= reconnect_max_s")
+        self._backoff = Backoff(reconnect_first_s, reconnect_max_s)
         self.port = port
         self.family: ModemFamily = get_family(family)
         self.baudrate = baudrate
         self.command_timeout_s = command_timeout_s
-        self.answer_after_rings = answer_after_rings
         self.ring_silence_s = ring_silence_s
         self.off_hook_settle_s = (
             self.family.off_hook_settle_s if off_hook_settle_s is None else off_hook_settle_s
@@ -159,16 +167,21 @@ class V253ModemLine(LineDriver):
         self.reconnect_max_s = reconnect_max_s
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._serial: Any = None  # serial.Serial while the port is open
-        self._fd = -1
+        self._link = SerialLink(
+            port,
+            baudrate,
+            what="modem port",
+            hint="Is the modem plugged in? Check line.port in the profile (ls -l /dev/ttyACM* "
+            "/dev/serial/by-id/) and that gatewayd may open it (group dialout)",
+            on_data=self._on_readable,
+            on_fault=self._fault,
+        )
         self._port_state: _PortState = "closed"
         self._decoder = dle.DleDecoder()
         self._reader = AtResponseReader()
         self._io_lock = asyncio.Lock()
         # Bytes the port did not take yet (a full tty buffer).
-        self._outbox = OutputQueue(
-            on_error=lambda error: self._fault(f"writing to the port failed ({error})")
-        )
+        self._outbox = self._link.outbox
         self._final: asyncio.Future[AtLine] | None = None
         self._info_lines: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()  # every background task
@@ -180,6 +193,12 @@ class V253ModemLine(LineDriver):
         self._handset_off = False
         self._line_off_hook = False  # the modem holds the line (+VLS=1, answered)
         self._audio = ModemAudioOutput(self)
+        self._caller: str | None = None  # caller ID of the ringing call (never logged)
+        self._capture: AudioSink | None = None
+        self._receiving = False  # the modem is in the +VRX data state
+        self._vrx_pending = False  # AT+VRX sent, CONNECT not seen yet
+        self._trunk = DriverTrunk(self, self._audio)  # the LINE jack
+        self._station = _ModemStation(self)  # the PHONE jack, rung by the network itself
 
     @classmethod
     def from_profile(cls, profile: Profile, emit: EventSink, runtime_dir: Path) -> V253ModemLine:
@@ -196,7 +215,6 @@ class V253ModemLine(LineDriver):
             family=modem.family,
             baudrate=modem.baudrate,
             command_timeout_s=modem.command_timeout_s,
-            answer_after_rings=line.answer_after_rings,
             ring_silence_s=line.ring_on_s + line.ring_off_s + RING_SILENCE_MARGIN_S,
         )
 
@@ -225,10 +243,37 @@ class V253ModemLine(LineDriver):
         """End the remote call (the IVR's ``Hangup``): stop audio, run the hang-up sequence."""
         if self._call in ("remote", "answering"):
             LOGGER.info("modem on %s: hanging up the remote call", self.port)
-        self._call = "idle"
+        self._call_over()
         self._audio.stop()
         if self.connected:
             self._spawn(self._hang_up_line(), "hang up")
+
+    def answer(self) -> None:
+        """Answer the ringing call (the service's ``Answer``): the family's answer sequence."""
+        if self._call != "ringing" or not self.connected:
+            LOGGER.info("modem on %s: no ringing call to answer (%s)", self.port, self._call)
+            return
+        self._cancel_ring_timer()
+        self._call = "answering"
+        self._spawn(self._answer(), "answer")
+
+    def start_capture(self, on_audio: AudioSink) -> None:
+        """Send the caller's audio to ``on_audio`` (``+VRX``) until :meth:`stop_capture`."""
+        self._capture = on_audio
+        if self._call == "remote" and self.connected:
+            self._spawn(self._start_receive(), "start receive")
+
+    def stop_capture(self) -> None:
+        """Stop the caller's audio (``<DLE>!``); safe when not capturing."""
+        self._capture = None
+        if self.connected and (self._receiving or self._vrx_pending):
+            self._spawn(self._stop_receive(), "stop receive")
+
+    def _call_over(self) -> None:
+        self._call = "idle"
+        self._rings = 0
+        self._caller = None
+        self._capture = None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -250,7 +295,8 @@ class V253ModemLine(LineDriver):
                 self.reconnect_first_s,
             )
             self._port_state = "lost"
-            self._schedule_reconnect(self.reconnect_first_s)
+            self._backoff.reset()
+            self._schedule_reconnect()
             return
         try:
             await self._initialise()
@@ -296,41 +342,17 @@ class V253ModemLine(LineDriver):
 
     def _open_port(self) -> None:
         assert self._loop is not None
-        try:
-            port = serial.Serial(
-                self.port,
-                self.baudrate,
-                timeout=0,
-                # Writes never go through pyserial (it spins on EAGAIN when non-blocking):
-                # see _write, which queues and lets the loop tell when the port takes more.
-                write_timeout=0,
-            )
-        except (serial.SerialException, OSError, ValueError) as error:
-            raise DeviceError(
-                f"cannot open the modem port {self.port}: {error}. Is the modem plugged in? "
-                "Check line.port in the profile (ls -l /dev/ttyACM* /dev/serial/by-id/) and "
-                "that gatewayd may open it (group dialout)"
-            ) from error
-        self._serial = port
-        self._fd = port.fileno()
-        self._outbox.attach(self._loop, self._fd)
+        self._link.open(self._loop)
         self._decoder.reset()
+        self._decoder.in_stream = False
         self._reader.reset()
         self._line_off_hook = False
-        with contextlib.suppress(serial.SerialException, OSError):
-            port.reset_input_buffer()  # whatever a previous user left unread
-        self._loop.add_reader(self._fd, self._on_readable)
+        self._receiving = self._vrx_pending = False
 
     def _close_port(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
+        if not self._link.is_open:
             return
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-        self._outbox.detach()
-        self._fd = -1
-        with contextlib.suppress(Exception):  # a vanished device may fail to close cleanly
-            port.close()
+        self._link.close()
         self._line_off_hook = False
         self._fail_waiter(ModemLostError(f"modem on {self.port} is not connected"))
 
@@ -380,8 +402,7 @@ class V253ModemLine(LineDriver):
                 task.cancel()
         self._audio.abandon()
         self._cancel_ring_timer()
-        self._call = "idle"
-        self._rings = 0
+        self._call_over()
         handset_was_off, self._handset_off = self._handset_off, False
         LOGGER.error(
             "modem on %s lost: %s. Is the modem plugged in? Check its USB cable and that %s "
@@ -396,61 +417,82 @@ class V253ModemLine(LineDriver):
             # The modem reports hook changes only: after a loss the handset state is unknown,
             # and a call flow left "off-hook" would ignore the next lift.
             self.emit(OnHook())
-        self._schedule_reconnect(self.reconnect_first_s)
+        self._backoff.reset()
+        self._schedule_reconnect()
 
-    def _schedule_reconnect(self, delay: float) -> None:
+    def _schedule_reconnect(self) -> None:
         assert self._loop is not None
-        self._reconnect_handle = self._loop.call_later(delay, self._start_reconnect, delay)
+        self._reconnect_handle = self._loop.call_later(self._backoff.next(), self._start_reconnect)
 
-    def _start_reconnect(self, delay: float) -> None:
+    def _start_reconnect(self) -> None:
         self._reconnect_handle = None
         if self._closed:
             return
-        self._spawn(self._reconnect(delay), "reconnect", io=False)
+        self._spawn(self._reconnect(), "reconnect", io=False)
 
-    async def _reconnect(self, delay: float) -> None:
+    async def _reconnect(self) -> None:
+        first_try = self._backoff.delay == min(2 * self.reconnect_first_s, self.reconnect_max_s)
         try:
             await self._connect()
         except DeviceError as error:
             self._port_state = "lost"
-            next_delay = min(delay * 2, self.reconnect_max_s)
             # Loud once, then quiet: an unplugged modem must not flood the journal.
-            level = logging.WARNING if delay == self.reconnect_first_s else logging.DEBUG
             LOGGER.log(
-                level,
+                logging.WARNING if first_try else logging.DEBUG,
                 "modem on %s still unavailable (%s); next try in %g s",
                 self.port,
                 error,
-                next_delay,
+                self._backoff.delay,
             )
             if not self._closed:
-                self._schedule_reconnect(next_delay)
+                self._schedule_reconnect()
             return
         LOGGER.info("modem on %s is back (family %s)", self.port, self.family.name)
 
     # --- the serial port ---------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        """Loop reader callback: decode what the modem sent, act on events and lines."""
-        port = self._serial
-        if port is None:
-            return
-        try:
-            data: bytes = port.read(READ_CHUNK)
-        except (serial.SerialException, OSError) as error:
-            self._fault(f"reading the port failed ({error})")
-            return
-        if not data:
-            return
+    def _on_readable(self, data: bytes) -> None:
+        """What the modem sent: decode it, act on events and lines."""
         if LOGGER.isEnabledFor(TRACE):
             LOGGER.log(TRACE, "modem %s <- %r", self.port, dle.redact_dtmf(data))
+        while data and self._link.is_open:  # an event's consequences may close the port
+            data = self._on_data(data)
+
+    def _on_data(self, data: bytes) -> bytes:
+        """Act on one read: voice samples while receiving, else text; what is left to read."""
+        if self._receiving:
+            audio, events, rest = self._decoder.feed_stream(data)
+            self._deliver(audio)
+            if not self._decoder.in_stream:
+                self._receiving = False  # <DLE><ETX>: the modem's text follows
+            self._on_modem_events(events)
+            return rest
         text, events = self._decoder.feed(data)
-        for event in events:
-            self._on_modem_event(event)
-            if self._serial is not port:
-                return  # an event's consequences closed the port
+        self._on_modem_events(events)
+        if not self._link.is_open:
+            return b""
+        audio = b""
+        if self._vrx_pending:
+            # The samples follow the CONNECT of +VRX at once, in the same read.
+            end = text.find(b"CONNECT")
+            end = text.find(b"\n", end) if end >= 0 else -1
+            if end >= 0:
+                text, audio = text[: end + 1], text[end + 1 :]
         for line in self._reader.feed(text):
             self._on_line(line)
+        self._deliver(audio)
+        return b""
+
+    def _deliver(self, samples: bytes) -> None:
+        """The caller's samples (the family's 8-bit format) to the capture sink, as S16_LE."""
+        if samples and self._receiving and self._capture is not None:
+            self._capture(to_s16le(samples, self.family.sample_format))
+
+    def _on_modem_events(self, events: list[dle.ModemEvent]) -> None:
+        for event in events:
+            self._on_modem_event(event)
+            if not self._link.is_open:
+                return  # an event's consequences closed the port
 
     def _write(self, data: bytes, *, audio: bool = False) -> None:
         """Queue ``data`` for the modem and write what the port takes now; never blocks.
@@ -458,7 +500,7 @@ class V253ModemLine(LineDriver):
         A failure is a device fault (:class:`ModemLostError`); so is a modem that stops
         taking data (more than :data:`MAX_OUTBOX_BYTES` queued).
         """
-        if self._serial is None:
+        if not self._link.is_open:
             raise ModemLostError(f"modem on {self.port} is not connected")
         if LOGGER.isEnabledFor(TRACE):
             if audio:
@@ -478,13 +520,11 @@ class V253ModemLine(LineDriver):
 
     def _flush_output(self) -> None:
         """Drop what is queued for the modem, ours and the OS's (barge-in)."""
-        port = self._serial
-        if port is None:
+        if not self._link.is_open:
             raise ModemLostError(f"modem on {self.port} is not connected")
-        self._outbox.clear()
         try:
-            port.reset_output_buffer()
-        except (serial.SerialException, OSError) as error:
+            self._link.flush_output()
+        except OSError as error:
             self._fault(f"flushing the port failed ({error})")
             raise ModemLostError(f"modem on {self.port}: flush failed ({error})") from error
 
@@ -538,6 +578,8 @@ class V253ModemLine(LineDriver):
                 self._on_handset(off_hook=True)
             case dle.HandsetOnHook():
                 self._on_handset(off_hook=False)
+            case dle.RemoteHangup(reason="silence") if self._receiving:
+                LOGGER.debug("modem on %s: silence from the caller", self.port)
             case dle.RemoteHangup(reason=reason):
                 self._on_remote_hangup(reason)
             case _:
@@ -545,40 +587,48 @@ class V253ModemLine(LineDriver):
 
     def _on_line(self, line: AtLine) -> None:
         if line.kind is AtLineKind.FINAL:
+            if self._vrx_pending and line.text.upper().startswith("CONNECT"):
+                self._vrx_pending = False
+                self._receiving = self._decoder.in_stream = True
             waiter = self._final
             if waiter is not None and not waiter.done():
                 waiter.set_result(line)
+            elif line.text.upper() == "NO CARRIER":
+                self._on_remote_hangup("no_carrier")
             else:
                 LOGGER.debug("modem on %s: unsolicited %r", self.port, line.text)
         elif line.kind is AtLineKind.RING:
             self._on_ring()
         elif line.kind is AtLineKind.CALLER_ID:
             if line.field == "NMBR":
+                self._caller = caller_id(line.value or "")
                 LOGGER.info("modem on %s: caller ID received", self.port)
             LOGGER.debug("modem on %s: caller ID %s=%s", self.port, line.field, line.value)
         elif line.kind is AtLineKind.INFO and self._final is not None:
             self._info_lines.append(line.text)
 
     def _on_ring(self) -> None:
-        self.emit(Ring())
-        if self._handset_off or self._call in ("answering", "remote") or not self.connected:
+        if self._call in ("answering", "remote") or not self.connected:
+            LOGGER.debug("modem on %s: ring during a call (%s); ignored", self.port, self._call)
             return
         self._call = "ringing"
         self._rings += 1
         self._cancel_ring_timer()
         assert self._loop is not None
         self._ring_timer = self._loop.call_later(self.ring_silence_s, self._ringing_stopped)
-        if self._rings >= self.answer_after_rings:
-            self._cancel_ring_timer()
-            self._call = "answering"
-            self._spawn(self._answer(), "answer")
+        # After the rest of this read: caller-ID lines read with the ring come first.
+        self._loop.call_soon(self._announce_ring)
+
+    def _announce_ring(self) -> None:
+        if self._call == "ringing":
+            self.emit(Ring(self._caller))
 
     def _ringing_stopped(self) -> None:
         self._ring_timer = None
         if self._call == "ringing":
             LOGGER.info("modem on %s: the caller gave up after %d ring(s)", self.port, self._rings)
-            self._call = "idle"
-            self._rings = 0
+            self._call_over()
+            self.emit(RemoteHangup())
 
     def _cancel_ring_timer(self) -> None:
         if self._ring_timer is not None:
@@ -607,8 +657,7 @@ class V253ModemLine(LineDriver):
             if self._call == "ringing":
                 # Picked up on the phone itself: the box does not answer this call.
                 self._cancel_ring_timer()
-                self._call = "idle"
-                self._rings = 0
+                self._call_over()
             self.emit(OffHook())
             return
         self.emit(OnHook())
@@ -618,15 +667,15 @@ class V253ModemLine(LineDriver):
 
     def _on_remote_hangup(self, reason: str) -> None:
         if self._call == "ringing":
-            self._call = "idle"
-            self._rings = 0
             self._cancel_ring_timer()
+            self._call_over()
+            self.emit(RemoteHangup())
             return
         if self._call not in ("answering", "remote"):
             LOGGER.debug("modem on %s: %s with no remote call; ignored", self.port, reason)
             return
         LOGGER.info("modem on %s: the remote party hung up (%s)", self.port, reason)
-        self._call = "idle"
+        self._call_over()
         self.emit(RemoteHangup())
         self._audio.stop()
         if self.connected:
@@ -645,8 +694,31 @@ class V253ModemLine(LineDriver):
 
     async def _hang_up_line(self) -> None:
         async with self._io_lock:
+            await self._end_receive_locked()
             await self._run_sequence(self.family.hangup)
             self._line_off_hook = False
+
+    async def _start_receive(self) -> None:
+        async with self._io_lock:
+            if self._capture is None or self._call != "remote" or self._receiving:
+                return
+            await self._command(self.family.voice_mode_command)
+            self._vrx_pending = True
+            try:
+                await self._command("AT+VRX")
+            finally:
+                self._vrx_pending = False
+            LOGGER.debug("modem on %s: receiving the caller's audio", self.port)
+
+    async def _stop_receive(self) -> None:
+        async with self._io_lock:
+            await self._end_receive_locked()
+
+    async def _end_receive_locked(self) -> None:
+        """Leave ``+VRX`` (caller holds the I/O lock): ``<DLE>!``, ``<DLE><ETX>``, ``OK``."""
+        if self._receiving:
+            await self._send_and_wait(dle.DLE_ABORT_RECEIVE, "end of receive <DLE>!", ("OK",))
+            self._receiving = self._decoder.in_stream = False
 
     async def _release_line(self) -> None:
         async with self._io_lock:
@@ -684,14 +756,23 @@ class V253ModemLine(LineDriver):
             LOGGER.error("modem on %s: %s failed", self.port, what, exc_info=error)
 
 
-@dataclass(frozen=True)
-class _Job:
-    """One play() request; stale once ``generation`` differs from the player's."""
+def caller_id(number: str) -> str | None:
+    """``Ring.caller`` from a modem's ``NMBR`` value: ``P``/``O`` (private, out of area) are
+    :data:`WITHHELD`; an empty value is unknown."""
+    value = number.strip()
+    if value.upper() in ("P", "O"):
+        return WITHHELD
+    return value or None
 
-    clips: tuple[AudioClip, ...]
-    on_clip_start: ClipStartCallback | None
-    on_done: DoneCallback | None
-    generation: int
+
+class _ModemStation(Station):
+    """The modem's PHONE jack: the network rings it, prompts go through ``+VTX`` too."""
+
+    def __init__(self, line: V253ModemLine) -> None:
+        self._line = line
+
+    def audio_output(self) -> ModemAudioOutput:
+        return self._line.audio_output()
 
 
 class ModemAudioOutput:
@@ -719,12 +800,7 @@ class ModemAudioOutput:
         on_done: DoneCallback | None = None,
     ) -> None:
         """Stop whatever plays, then play ``clips`` back to back (a tone only as the last)."""
-        clips = tuple(clips)
-        for index, clip in enumerate(clips[:-1]):
-            if isinstance(clip, ToneClip):
-                raise ValueError(
-                    f"tone clip {clip.label!r} at index {index} never ends: it must be last"
-                )
+        clips = checked_clips(clips)
         if self._closed:
             raise DeviceError(f"modem player on {self._line.port} is closed")
         loop = self._line._loop
@@ -734,7 +810,7 @@ class ModemAudioOutput:
             loop.call_soon_threadsafe(self.play, clips, on_clip_start, on_done)
             return
         self._stop_now()
-        job = _Job(clips, on_clip_start, on_done, self._generation)
+        job = PlayJob(clips, on_clip_start, on_done, self._generation)
         self._line._spawn(self._run(job), "playback")
 
     def stop(self) -> None:
@@ -769,7 +845,7 @@ class ModemAudioOutput:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _current(self, job: _Job) -> bool:
+    def _current(self, job: PlayJob) -> bool:
         return job.generation == self._generation
 
     async def _pause(self, seconds: float) -> None:
@@ -786,7 +862,7 @@ class ModemAudioOutput:
             if self._wakeup is waiter:
                 self._wakeup = None
 
-    async def _wait_until(self, job: _Job, deadline: float) -> bool:
+    async def _wait_until(self, job: PlayJob, deadline: float) -> bool:
         """Wait until the clock reaches ``deadline``; False as soon as ``job`` is stopped."""
         while self._current(job):
             remaining = deadline - self._line.clock()
@@ -796,7 +872,15 @@ class ModemAudioOutput:
             await self._pause(min(remaining, self._period_s))
         return False
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: PlayJob) -> None:
+        line = self._line
+        try:
+            await self._play_locked(job)
+        finally:
+            if line._capture is not None and line.connected:
+                line._spawn(line._start_receive(), "resume receive")
+
+    async def _play_locked(self, job: PlayJob) -> None:
         line = self._line
         async with line._io_lock:
             if not self._current(job):
@@ -804,6 +888,7 @@ class ModemAudioOutput:
             if not line.connected:
                 LOGGER.debug("modem on %s not connected: playback dropped", line.port)
                 return
+            await line._end_receive_locked()  # half duplex: the playback takes the line
             for command in line.family.play:
                 if _is_off_hook_command(command):
                     if line._line_off_hook:
@@ -827,9 +912,9 @@ class ModemAudioOutput:
             if not await self._wait_until(job, start + sent / self._rate):
                 return
             if self._current(job) and job.on_done is not None:
-                _run_callback("on_done", job.on_done)
+                run_callback("modem player", "on_done", job.on_done)
 
-    async def _stream(self, job: _Job, start: float) -> int | None:
+    async def _stream(self, job: PlayJob, start: float) -> int | None:
         """Write every clip, paced; the samples written, or None once ``job`` is stopped."""
         line = self._line
         sent = 0
@@ -837,7 +922,7 @@ class ModemAudioOutput:
             if not self._current(job):
                 return None
             if job.on_clip_start is not None:
-                _run_callback("on_clip_start", job.on_clip_start, index)
+                run_callback("modem player", "on_clip_start", job.on_clip_start, index)
             for chunk in self._chunks(clip):
                 slot = start + (sent + len(chunk)) / self._rate - self._ahead_s
                 if not await self._wait_until(job, slot):
@@ -849,13 +934,8 @@ class ModemAudioOutput:
     def _chunks(self, clip: AudioClip) -> Iterator[bytes]:
         """The clip in the family's 8-bit format, one period at a time (a tone never ends)."""
         sample_format = self._line.family.sample_format
-        if isinstance(clip, ToneClip):
-            for period in tone_periods(clip.tone, PERIOD_FRAMES, self._rate):
-                yield convert_s16le(period, sample_format)
-            return
-        samples = convert_s16le(clip.pcm, sample_format)
-        for offset in range(0, len(samples), PERIOD_FRAMES):
-            yield samples[offset : offset + PERIOD_FRAMES]
+        for period in clip_periods(clip, PERIOD_FRAMES, pad=False):
+            yield convert_s16le(period, sample_format)
 
     async def _barge_in(self) -> None:
         """Drop the queued audio and leave the data state: flush, ``<CAN><DLE><CAN><DLE><ETX>``."""
@@ -867,11 +947,3 @@ class ModemAudioOutput:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _run_callback(name: str, callback: Callable[..., None], *args: int) -> None:
-    """Run a player callback; a broken one must not stop the audio."""
-    try:
-        callback(*args)
-    except Exception:
-        LOGGER.exception("%s callback of the modem player raised", name)

@@ -369,8 +369,9 @@ class Ivr:
         if call is None or call.party != "remote":
             return
         if call.state is State.RINGING:
-            self._out.append(RingStation(on=False))  # the caller gave up before the answer
-            self._end_call(reason="caller_gave_up")
+            # The caller gave up before the answer: no call ever started, none ends.
+            self._out.append(RingStation(on=False))
+            self._call = None
             return
         self._notify({"type": "hook", "party": "remote", "state": "on"})
         self._out.append(StopAudio())
