@@ -38,13 +38,16 @@ class Tone:
     """One tone: a sum of sines, either continuous or switched on/off by a repeating cadence.
 
     ``cadence`` holds ``(on_s, off_s)`` pairs played in order and repeated; empty means
-    continuous. ``level_dbfs`` is the level of each frequency component.
+    continuous. ``level_dbfs`` is the level of each frequency component. With
+    ``then_steady`` the cadence plays once and the tone then stays on (the stutter of
+    a message-waiting dial tone).
     """
 
     name: str
     frequencies: tuple[float, ...]
     cadence: tuple[tuple[float, float], ...] = ()
     level_dbfs: float = DEFAULT_LEVEL_DBFS
+    then_steady: bool = False
 
     def __post_init__(self) -> None:
         problem = _tone_problem(self.frequencies, self.cadence, self.level_dbfs)
@@ -106,10 +109,12 @@ class TonePlan(Mapping[str, Tone]):
 
     @classmethod
     def france(cls) -> TonePlan:
-        """The French tones: 440 Hz dial (continuous), busy, congestion and ringback."""
+        """The French tones: 440 Hz dial (continuous), mwi, busy, congestion and ringback."""
         return cls(
             {
                 "dial": Tone("dial", (440.0,)),
+                # Message waiting (DESIGN.md §7.5): six 100 ms stutters, then the dial tone.
+                "mwi": Tone("mwi", (440.0,), ((0.1, 0.1),) * 6, then_steady=True),
                 "busy": Tone("busy", (440.0,), ((0.5, 0.5),)),
                 "congestion": Tone("congestion", (440.0,), ((0.25, 0.25),)),
                 "ringback": Tone("ringback", (440.0,), ((1.5, 3.5),)),
@@ -231,8 +236,12 @@ def tone_periods(
         samples = array.array("h", bytes(2 * period_frames))
         for n in range(period_frames):
             if steps and position >= step_frames:
-                step_index = (step_index + 1) % len(steps)
-                step_frames, step_on = steps[step_index]
+                step_index += 1
+                if step_index < len(steps) or not tone.then_steady:
+                    step_index %= len(steps)
+                    step_frames, step_on = steps[step_index]
+                else:  # the cadence was played once: steady from here, no more edges
+                    steps, step_on = [], True
                 position = 0
             if step_on:
                 # Fade in over `ramp` frames, and out over the last `ramp` of a cadence step.
@@ -249,3 +258,29 @@ def tone_periods(
         if sys.byteorder == "big":
             samples.byteswap()
         yield samples.tobytes()
+
+
+#: The beep before a recording (DESIGN.md §7.1): 1000 Hz for 500 ms.
+BEEP = Tone("beep", (1000.0,))
+BEEP_SECONDS = 0.5
+
+
+def tone_pcm(tone: Tone, seconds: float, rate: int = RATE) -> bytes:
+    """``seconds`` of ``tone`` as S16_LE mono PCM, faded out over the last 4 ms (a clip)."""
+    frames = round(seconds * rate)
+    pcm = next(tone_periods(tone, max(1, frames), rate))[: 2 * frames]
+    samples = array.array("h", pcm)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    ramp = min(frames, max(1, round(RAMP_SECONDS * rate)))
+    for k in range(ramp):
+        n = frames - ramp + k
+        samples[n] = round(samples[n] * (ramp - k - 0.5) / ramp)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def beep_pcm(rate: int = RATE) -> bytes:
+    """The 500 ms, 1000 Hz beep played before recording a message or a greeting."""
+    return tone_pcm(BEEP, BEEP_SECONDS, rate)
