@@ -61,6 +61,9 @@ TONE_FREQUENCIES = (350.0, 400.0, 425.0, 440.0, 450.0, 480.0, 620.0)
 #: Share of a frame's energy in one tone bin that marks it as a tone. A tone burst
 #: that fills only half a frame (a cadence edge) scores about 0.5.
 TONE_SHARE = 0.45
+#: Tonal frames in a row before they count as a tone (60 ms; the shortest French
+#: cadence, mwi's stutter, is 100 ms on).
+MIN_TONE_FRAMES = 3
 #: Quiet kept after the last speech frame, so the end of a word is not clipped.
 TAIL_KEEP_S = 0.3
 
@@ -128,11 +131,13 @@ class FrameClassifier:
         """Classify one frame (160 samples)."""
         level = frame_dbfs(samples)
         self.noise_floor = min(level, self.noise_floor + self._rise)
-        threshold = max(SILENCE_FLOOR_DBFS, self.noise_floor + NOISE_MARGIN_DB)
-        if level < threshold:
+        if level < SILENCE_FLOOR_DBFS:
             return "quiet"
+        # Before the noise floor: a steady tone would otherwise become the floor.
         if tone_share(samples) >= TONE_SHARE:
             return "tone"
+        if level < self.noise_floor + NOISE_MARGIN_DB:
+            return "quiet"
         return "speech"
 
 
@@ -159,12 +164,15 @@ class Recording:
         self._silence_frames = round(settings.max_silence_s * RATE / FRAME_SAMPLES)
         self._classifier = FrameClassifier()
         self._pending = b""
+        self._bytes = 0  # PCM bytes accepted
         self._frames = 0  # samples accepted
         self._analysed = 0  # samples classified (whole frames)
         self._last_speech_end = 0  # sample index just after the last speech frame
         self._quiet_run_end = 0  # end of the quiet run that follows it (before any tone)
         self._nonspeech_run = 0  # consecutive non-speech frames
         self._tone_seen = False
+        self._tone_run = 0  # consecutive tone frames
+        self._speech_pending = False  # the last frame was a lone speech frame
         self.result: RecordingResult | None = None
 
     @property
@@ -176,7 +184,7 @@ class Recording:
         """Record a chunk; returns the result if this chunk ended the recording."""
         if self.result is not None:
             return self.result
-        room = (self._max_frames - self._frames) * SAMPLE_BYTES
+        room = self._max_frames * SAMPLE_BYTES - self._bytes
         chunk = pcm[:room]
         try:
             if self._writer is not None:
@@ -197,7 +205,8 @@ class Recording:
         data = self._pending + chunk
         usable = len(data) - len(data) % FRAME_BYTES
         self._pending = data[usable:]
-        self._frames += len(chunk) // SAMPLE_BYTES
+        self._bytes += len(chunk)
+        self._frames = self._bytes // SAMPLE_BYTES
         for start in range(0, usable, FRAME_BYTES):
             samples = array.array("h", data[start : start + FRAME_BYTES])
             if sys.byteorder == "big":
@@ -205,16 +214,36 @@ class Recording:
             label = self._classifier.classify(samples)
             self._analysed += FRAME_SAMPLES
             frame_end = self._analysed
-            if label == "speech":
-                self._last_speech_end = self._quiet_run_end = frame_end
-                self._nonspeech_run = 0
-                self._tone_seen = False
-                continue
-            self._nonspeech_run += 1
             if label == "tone":
-                self._tone_seen = True
-            elif not self._tone_seen:
+                self._speech_pending = False
+                self._tone_run += 1
+                self._nonspeech_run += 1
+                if self._tone_run >= MIN_TONE_FRAMES:
+                    self._tone_seen = True
+                continue
+            if 0 < self._tone_run < MIN_TONE_FRAMES:
+                # A voice now and then puts most of a frame's energy near 440 Hz: a short
+                # "tone" run between other frames was speech.
+                self._speech_until(frame_end - FRAME_SAMPLES)
+            self._tone_run = 0
+            if label == "speech":
+                if self._speech_pending:
+                    self._speech_until(frame_end)
+                    self._speech_pending = False
+                    continue
+                # One loud frame alone (a click, the onset of a tone burst) is not speech
+                # yet: only two in a row are.
+                self._speech_pending = True
+            else:
+                self._speech_pending = False
+            self._nonspeech_run += 1
+            if not self._tone_seen:
                 self._quiet_run_end = frame_end
+
+    def _speech_until(self, end: int) -> None:
+        self._last_speech_end = self._quiet_run_end = end
+        self._nonspeech_run = 0
+        self._tone_seen = False
 
     def stop(self, reason: EndReason) -> RecordingResult:
         """End the recording now (``key``, ``hangup``...); idempotent."""
