@@ -366,6 +366,17 @@ def test_the_greeting_is_stored_replaced_and_cleared(tmp_path: Path) -> None:
         assert store.greeting_pcm() is None
 
 
+def test_an_interrupted_greeting_write_keeps_the_old_greeting(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.set_greeting(tone(2.0))
+        # What a kill during set_greeting leaves: a half-written temporary file.
+        stale = store.greetings_directory / ".greeting.wav.tmp-4242"
+        stale.write_bytes(b"RIFF half")
+    with open_store(tmp_path) as store:
+        assert store.greeting_pcm() == tone(2.0)
+        assert not stale.exists()
+
+
 # --- SIGKILL while recording --------------------------------------------------------------
 
 CHILD = r"""

@@ -348,7 +348,8 @@ class MessageStore:
         for wav in sorted(self.directory.glob("*.wav")):
             if wav.name[: -len(".wav")] not in self._messages:
                 self._adopt(wav)
-        for stale in self.directory.glob(".*.tmp-*"):
+        # Temporary files of an interrupted index or greeting write.
+        for stale in [*self.directory.glob(".*.tmp-*"), *self.greetings_directory.glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
 
     def _recover_part(self, part: Path) -> None:
