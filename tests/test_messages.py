@@ -347,6 +347,36 @@ def test_a_write_error_too_early_keeps_nothing(tmp_path: Path) -> None:
         assert files(store) == ["index.json"]
 
 
+def test_a_full_disk_when_indexing_keeps_the_message(tmp_path: Path, audit) -> None:
+    def fault(step: str) -> None:
+        if step == "index":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with open_store(tmp_path, audit, fault=fault) as store:
+        message = record(store, tone(2.5))
+        assert message is not None and store.list() == [message]
+        assert store.pcm(message.id) == tone(2.5)
+    with open_store(tmp_path, audit) as store:
+        assert [m.id for m in store.list()] == [message.id]
+    assert audit.whats() == ["message_index_error", "message_adopted"]
+
+
+def test_the_caller_number_is_only_in_the_index_and_debug_logs(tmp_path: Path, caplog) -> None:
+    caplog.set_level("DEBUG")
+    with open_store(tmp_path) as store:
+        message = record(store, tone(2.0), caller="0612345678")
+        assert message is not None
+        kill_midway(store, 3.0)
+    with open_store(tmp_path) as store:
+        store.mark_saved(message.id)
+        store.delete(message.id)
+    loud = [r.getMessage() for r in caplog.records if r.levelno > 10]
+    assert loud and not any("0612345678" in line for line in loud)
+    assert any("0612345678" in r.getMessage() for r in caplog.records)  # debug only
+    names = [p.name for p in (tmp_path / "state").rglob("*")]
+    assert not any("0612345678" in name for name in names)
+
+
 def test_the_greeting_is_stored_replaced_and_cleared(tmp_path: Path) -> None:
     with open_store(tmp_path, limits=StoreLimits(greeting_max_s=3)) as store:
         assert store.greeting_pcm() is None

@@ -408,8 +408,15 @@ class MessageStore:
             caller=caller,
         )
         self._messages[message_id] = message
-        self._step("index")
-        self._table.insert(message.to_doc())
+        try:
+            self._step("index")
+            self._table.insert(message.to_doc())
+        except OSError as exc:
+            # The WAV is in place: listed now (in memory), adopted again by the next open.
+            LOGGER.error(
+                "mailbox: cannot write the index (%s); the next start adopts %s", exc, path.name
+            )
+            self._audit("message_index_error", id=message_id)
         return message
 
     # --- queries ----------------------------------------------------------------
@@ -690,15 +697,7 @@ class MessageWriter:
             store._writers.discard(self.id)
             return None
         store._writers.discard(self.id)
-        try:
-            message = store._index(final, self.id, self._received, self._caller, recovered=False)
-        except OSError as exc:
-            # The WAV is in place: listed now (in memory), adopted by the next open.
-            LOGGER.error(
-                "mailbox: cannot write the index (%s); the next start adopts %s", exc, final.name
-            )
-            store._audit("message_index_error", id=self.id)
-            return store._messages.get(self.id)
+        message = store._index(final, self.id, self._received, self._caller, recovered=False)
         LOGGER.info("mailbox: message %s recorded, %.1f s", self.id, message.seconds)
         LOGGER.debug("mailbox: message %s from %s", self.id, self._caller)
         return message
