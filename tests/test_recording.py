@@ -149,6 +149,17 @@ def test_ten_seconds_of_silence_end_the_recording(store, noise_dbfs: float | Non
     assert speech_end(SPEECH) - 2 * RATE * 0.1 <= len(kept) <= len(SPEECH) + 2 * RATE * 0.4
 
 
+def test_line_noise_that_starts_after_the_speech_counts_as_silence(store) -> None:
+    # The sim's speech has digitally silent pauses; the noise appears only after it.
+    rec = recording.start("message", store, RecorderSettings())
+    noisy_tail = pcm_of(noise(14.0, -35.0))
+    result = feed(rec, SPEECH + noisy_tail)
+    assert result is not None and result.reason == "silence"
+    assert rec.seconds <= len(SPEECH) / 2 / RATE + 10.0 + 2.0
+    kept = stored(store, result)
+    assert len(kept) <= len(SPEECH) + 2 * RATE * 2.0
+
+
 @pytest.mark.parametrize("name", ["busy", "dial", "congestion"])
 def test_hang_up_tones_are_trimmed(store, name: str) -> None:
     rec = recording.start("message", store, RecorderSettings())

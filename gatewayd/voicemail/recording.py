@@ -8,9 +8,10 @@ each 20 ms frame as *speech*, *quiet* or *tone*:
   ``SILENCE_FLOOR_DBFS`` (-45 dBFS) sits about 20 dB under the active level of
   speech on a telephone line (ITU-T P.56 active speech about -26 dBm0, i.e. near
   -23 dBFS on a 16-bit PCM path) and well above an idle line (-60 dBFS and
-  below). The noise floor is tracked as a running minimum that rises by at most
-  ``FLOOR_RISE_DB_PER_S``: on a noisy line (hum, hiss up to about -30 dBFS) the
-  threshold follows the noise, so noise alone still counts as silence.
+  below). The noise floor is the quietest frame of the last ``FLOOR_WINDOW_S``
+  (minimum statistics): running speech always has a dip in that time, and on a
+  noisy line (hum, hiss up to about -30 dBFS) the threshold follows the noise
+  within that time, so noise alone still counts as silence.
 - **tone**: most of the frame's energy (``TONE_SHARE``) at one call-progress
   frequency (the busy and dial tones a network sends after a hang-up; 350-480
   Hz families): a steady single-frequency sound, never a voice.
@@ -26,6 +27,7 @@ shorter than ``min_message_s`` is discarded.
 from __future__ import annotations
 
 import array
+import collections
 import logging
 import math
 import sys
@@ -53,8 +55,10 @@ FRAME_BYTES = FRAME_SAMPLES * SAMPLE_BYTES
 SILENCE_FLOOR_DBFS = -45.0
 #: Quiet up to this much above the tracked noise floor.
 NOISE_MARGIN_DB = 9.0
-#: How fast the noise-floor estimate may rise (it falls at once to a quieter frame).
-FLOOR_RISE_DB_PER_S = 1.0
+#: The noise floor is the quietest frame level over this window.
+FLOOR_WINDOW_S = 1.5
+#: Frame levels are clamped here (digital silence is -inf dBFS).
+_LEVEL_MIN_DBFS = -120.0
 #: Frequencies of call-progress tones heard after a hang-up (France 440; Europe 425;
 #: 350/440 and 480/620 North American dial/busy; 400, 450 elsewhere).
 TONE_FREQUENCIES = (350.0, 400.0, 425.0, 440.0, 450.0, 480.0, 620.0)
@@ -125,12 +129,15 @@ class FrameClassifier:
 
     def __init__(self) -> None:
         self.noise_floor = math.inf
-        self._rise = FLOOR_RISE_DB_PER_S * FRAME_SAMPLES / RATE
+        self._window = round(FLOOR_WINDOW_S * RATE / FRAME_SAMPLES)
+        self._index = 0
+        # (frame index, level), levels increasing: a sliding-window minimum in O(1).
+        self._minima: collections.deque[tuple[int, float]] = collections.deque()
 
     def classify(self, samples: array.array[int]) -> FrameClass:
         """Classify one frame (160 samples)."""
         level = frame_dbfs(samples)
-        self.noise_floor = min(level, self.noise_floor + self._rise)
+        self._track_floor(max(level, _LEVEL_MIN_DBFS))
         if level < SILENCE_FLOOR_DBFS:
             return "quiet"
         # Before the noise floor: a steady tone would otherwise become the floor.
@@ -139,6 +146,16 @@ class FrameClassifier:
         if level < self.noise_floor + NOISE_MARGIN_DB:
             return "quiet"
         return "speech"
+
+    def _track_floor(self, level: float) -> None:
+        minima = self._minima
+        while minima and minima[-1][1] >= level:
+            minima.pop()
+        minima.append((self._index, level))
+        if minima[0][0] <= self._index - self._window:
+            minima.popleft()
+        self._index += 1
+        self.noise_floor = minima[0][1]
 
 
 class Recording:
