@@ -263,6 +263,7 @@ def bench_vad(directory: Path, speech: list[bytes]) -> list[tuple[str, ...]]:
         "noise -60": lambda: to_pcm(noise(12.0, -60.0, 3)),
         "noise -45": lambda: to_pcm(noise(12.0, -45.0, 4)),
         "noise -35": lambda: to_pcm(noise(12.0, -35.0, 5)),
+        "noise -35, tail only": lambda: to_pcm(noise(12.0, -35.0, 6)),
         "busy": lambda: tone("busy", 12.0),
         "dial": lambda: tone("dial", 12.0),
     }
