@@ -8,11 +8,14 @@ import itertools
 import math
 import random
 import sys
+import tempfile
 import wave
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewayd.tones import TonePlan, tone_periods
 from gatewayd.voicemail import recording
@@ -247,3 +250,33 @@ def test_the_classifier_labels_a_corpus() -> None:
     assert labels(tone("dial", 2.0))[2:] == ["tone"] * 98
     speech = labels(SPEECH)
     assert speech.count("speech") > len(speech) / 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(st.sampled_from(["speech", "quiet", "noise", "busy", "dial"]), st.floats(0.1, 3)),
+        min_size=1,
+        max_size=6,
+    ),
+    chunk=st.integers(1, 2000),
+    end=st.sampled_from(["key", "hangup"]),
+)
+def test_whatever_is_sent_the_message_is_a_prefix_of_it(parts, chunk: int, end) -> None:
+    makers = {
+        "speech": lambda s: (SPEECH * 2)[: 2 * round(s * RATE)],
+        "quiet": silence,
+        "noise": lambda s: pcm_of(noise(s, -40.0)),
+        "busy": lambda s: tone("busy", s),
+        "dial": lambda s: tone("dial", s),
+    }
+    sent = b"".join(makers[kind](seconds) for kind, seconds in parts)
+    with tempfile.TemporaryDirectory() as tmp, MessageStore(Path(tmp)) as store:
+        rec = recording.start("message", store, RecorderSettings(max_silence_s=2.0))
+        result = feed(rec, sent, chunk) or rec.stop(end)
+        if result.message is None:
+            assert result.seconds == 0.0 and store.list() == []
+            assert [p.name for p in store.directory.iterdir()] == ["index.json"]
+        else:
+            kept = store.pcm(result.message.id)
+            assert kept == sent[: len(kept)] and len(kept) >= 2 * RATE * 2
