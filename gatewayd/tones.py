@@ -109,10 +109,12 @@ class TonePlan(Mapping[str, Tone]):
 
     @classmethod
     def france(cls) -> TonePlan:
-        """The French tones: 440 Hz dial (continuous), busy, congestion and ringback."""
+        """The French tones: 440 Hz dial (continuous), mwi, busy, congestion and ringback."""
         return cls(
             {
                 "dial": Tone("dial", (440.0,)),
+                # Message waiting (DESIGN.md §7.5): six 100 ms stutters, then the dial tone.
+                "mwi": Tone("mwi", (440.0,), ((0.1, 0.1),), repeats=6),
                 "busy": Tone("busy", (440.0,), ((0.5, 0.5),)),
                 "congestion": Tone("congestion", (440.0,), ((0.25, 0.25),)),
                 "ringback": Tone("ringback", (440.0,), ((1.5, 3.5),)),
@@ -260,3 +262,29 @@ def tone_periods(
         if sys.byteorder == "big":
             samples.byteswap()
         yield samples.tobytes()
+
+
+#: The beep before a recording (DESIGN.md §7.1): 1000 Hz for 500 ms.
+BEEP = Tone("beep", (1000.0,))
+BEEP_SECONDS = 0.5
+
+
+def tone_pcm(tone: Tone, seconds: float, rate: int = RATE) -> bytes:
+    """``seconds`` of ``tone`` as S16_LE mono PCM, faded out over the last 4 ms (a clip)."""
+    frames = round(seconds * rate)
+    pcm = next(tone_periods(tone, max(1, frames), rate))[: 2 * frames]
+    samples = array.array("h", pcm)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    ramp = min(frames, max(1, round(RAMP_SECONDS * rate)))
+    for k in range(ramp):
+        n = frames - ramp + k
+        samples[n] = round(samples[n] * (ramp - k - 0.5) / ramp)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def beep_pcm(rate: int = RATE) -> bytes:
+    """The 500 ms, 1000 Hz beep played before recording a message or a greeting."""
+    return tone_pcm(BEEP, BEEP_SECONDS, rate)

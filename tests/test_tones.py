@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewayd.errors import ProfileError
-from gatewayd.tones import RATE, Tone, TonePlan, tone_periods
+from gatewayd.tones import RATE, Tone, TonePlan, beep_pcm, tone_pcm, tone_periods
 
 PERIOD = 160
 
@@ -72,7 +72,7 @@ def first_periods(tone: Tone, count: int, period_frames: int = PERIOD) -> list[b
 
 def test_france_plan_has_the_french_tones() -> None:
     plan = TonePlan.france()
-    assert set(plan) == {"dial", "busy", "congestion", "ringback"}
+    assert set(plan) == {"dial", "mwi", "busy", "congestion", "ringback"}
     assert all(tone.frequencies == (440.0,) for tone in plan.values())
     assert all(tone.level_dbfs == -13.0 for tone in plan.values())
     assert plan["dial"].cadence == () and plan["dial"].continuous
@@ -133,6 +133,34 @@ def test_dial_tone_is_continuous_at_minus_13_dbfs() -> None:
     assert rms_dbfs(steady) == pytest.approx(-13.0, abs=0.1)
     assert goertzel_ratio(steady[:8000], 440.0) > 0.99
     assert goertzel_ratio(steady[:8000], 480.0) < 0.01
+
+
+def test_mwi_stutters_six_times_then_stays_on() -> None:
+    # 100 ms = 5 periods: six on/off pairs (60 periods), then a steady dial tone.
+    tone = TonePlan.france()["mwi"]
+    labels = [classify(p) for p in first_periods(tone, 60 + 250)]
+    assert runs(labels) == [("on", 5), ("off", 5)] * 6 + [("on", 250)]
+    steady = samples_of(b"".join(first_periods(tone, 120)[62:]))
+    assert rms_dbfs(steady) == pytest.approx(-13.0, abs=0.1)
+    assert goertzel_ratio(steady, 440.0) > 0.99
+
+
+def test_a_repeating_cadence_is_not_steady() -> None:
+    tone = Tone("x", (440.0,), ((0.1, 0.1),) * 6)
+    labels = [classify(p) for p in first_periods(tone, 120)]
+    assert runs(labels) == [("on", 5), ("off", 5)] * 12
+
+
+def test_beep_is_half_a_second_of_1000_hz_without_click() -> None:
+    samples = samples_of(beep_pcm())
+    assert len(samples) == 4000
+    assert goertzel_ratio(samples, 1000.0) > 0.99
+    assert rms_dbfs(samples[200:3800]) == pytest.approx(-13.0, abs=0.1)
+    # Fades at both ends: starts and ends near zero, never a jump.
+    slope = 32767 * 10 ** (-13 / 20) * 2 * math.pi * 1000 / RATE
+    assert abs(samples[0]) <= slope and abs(samples[-1]) <= slope
+    assert max_step(samples) <= slope * 1.15
+    assert len(tone_pcm(TonePlan.france()["dial"], 0.02)) == 320
 
 
 def max_step(samples: list[int]) -> int:
