@@ -70,6 +70,8 @@ gatewayd console commands:
   events [--json]   live events, one per line (code digits masked), until a key is pressed
                     or the client leaves
   audit [N]         the last N audit records (default 20): what, origin, time
+  messages [--json] the mailbox: id, received (UTC), length, folder (never the audio or the
+                    caller's number; messages are heard only on the phone, with the code)
   version           gatewayd version
   loglevel          the current log level"""
 
@@ -109,6 +111,10 @@ class ServiceView(Protocol):
 
     def audit(self, last: int) -> list[dict[str, Any]]:
         """The last audit records."""
+        ...
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The mailbox's messages (id, received, seconds, folder); never audio or caller."""
         ...
 
     def profile_summary(self) -> dict[str, Any]:
@@ -375,6 +381,7 @@ class Console:
             "profile": self._profile,
             "events": self._events,
             "audit": self._audit,
+            "messages": self._messages,
             "version": self._version,
             "loglevel": self._loglevel,
             "login": self._login,
@@ -534,6 +541,22 @@ class Console:
         if not records:
             return Reply(("no audit records",))
         return Reply(tuple(_format_audit(r) for r in records))
+
+    def _messages(self, args: list[str]) -> Reply:
+        if args not in ([], ["--json"]):
+            return _error("usage: messages [--json]")
+        listing = self._service.messages()
+        if args:
+            return Reply((json.dumps(listing),))
+        if not listing:
+            return Reply(("no messages",))
+        lines = [f"{'id':<22} {'received (UTC)':<25} {'length':>7}  folder"]
+        for m in listing:
+            flag = " (recovered)" if m["recovered"] else ""
+            lines.append(
+                f"{m['id']:<22} {m['received']:<25} {m['seconds']:>6.1f}s  {m['folder']}{flag}"
+            )
+        return Reply(tuple(lines))
 
     def _loglevel(self, args: list[str]) -> Reply:
         if not args:

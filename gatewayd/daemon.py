@@ -33,20 +33,24 @@ from gatewayd.events import (
     LineEvent,
     LineFault,
     Notify,
+    OwnGreeting,
     Play,
     PlaybackDone,
     PlayTone,
     PromptRef,
     Ring,
     RingStation,
+    StartRecording,
     StartTimer,
     StopAudio,
+    StopRecording,
     TimerExpired,
 )
 from gatewayd.eventtypes import PromptEvent
 from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
 from gatewayd.logsetup import current_level, set_level
+from gatewayd.mailbox import MailboxService
 from gatewayd.paths import (
     CTL_SOCKET,
     STATE_FILE,
@@ -78,6 +82,7 @@ class Daemon:
         self.bus = EventBus()
         self._clock = time.monotonic
         self._store: Store | None = None
+        self._mailbox: MailboxService | None = None
         self._service: SecretCodeService | None = None
         self._ivr: Ivr | None = None
         self._player: AudioOutput | None = None
@@ -113,7 +118,10 @@ class Daemon:
         self._service = SecretCodeService(
             self._store, hasher, voicemail.policy, self._clock, line_number=voicemail.line_number
         )
-        self._ivr = Ivr(self._service, voicemail, self._clock)
+        self._mailbox = MailboxService(
+            self.state_dir, voicemail.mailbox, self._store, self.bus.publish, self.feed
+        )
+        self._ivr = Ivr(self._service, voicemail, self._clock, self._mailbox)
         self._tones = TonePlan.from_mapping(
             profile.tones, str(profile.source), base=TonePlan.france()
         )
@@ -203,6 +211,8 @@ class Daemon:
             await self._serial_console.close()
         if self._control is not None:
             await self._control.close()
+        if self._mailbox is not None:
+            self._mailbox.close()  # a recording in progress is kept, as on a hang-up
         if self._line is not None:
             await self._line.close()
         if self._store is not None:
@@ -254,8 +264,7 @@ class Daemon:
         assert self._loop is not None and self._player is not None and self._prompts is not None
         match action:
             case Play(prompts=prompts, play_id=play_id):
-                catalogue = self._prompts
-                clips: list[AudioClip] = [Clip(str(p), catalogue.pcm_of(p)) for p in prompts]
+                clips: list[AudioClip] = [Clip(str(p), self._pcm_of(p)) for p in prompts]
                 loop = self._loop
 
                 # Player callbacks run on the audio thread: hop back onto the loop.
@@ -291,6 +300,12 @@ class Daemon:
                 station = self._line.station()
                 if station is not None:
                     station.ring(on)
+            case StartRecording():
+                assert self._mailbox is not None and self._line is not None
+                self._mailbox.start_recording(action, self._line.trunk())
+            case StopRecording(reason=reason):
+                assert self._mailbox is not None
+                self._mailbox.stop_recording(reason)
             case StartTimer(name=name, seconds=seconds):
                 old = self._timers.pop(name, None)
                 if old is not None:
@@ -302,6 +317,14 @@ class Daemon:
                     handle.cancel()
             case Notify(event=event):
                 self.bus.publish(event)
+
+    def _pcm_of(self, prompt: PromptRef) -> bytes:
+        assert self._prompts is not None and self._mailbox is not None
+        if isinstance(prompt, OwnGreeting):
+            own = self._mailbox.greeting_pcm()
+            if own is not None:
+                return own
+        return self._prompts.pcm_of(prompt)
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)
@@ -334,7 +357,13 @@ class Daemon:
             },
             "menu": self._ivr.state,
             **code,
+            **(self._mailbox.status() if self._mailbox is not None else {}),
         }
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The messages for ``messages``: id, time, length, folder; no caller, no audio."""
+        assert self._mailbox is not None
+        return self._mailbox.listing()
 
     def reset_code(self, origin: str) -> None:
         """Advisor/technician reset, announced on the events stream."""

@@ -234,7 +234,7 @@ class StartRecording:
 class StopRecording:
     """End the recording in progress (``#``, hang-up); ``RecordingEnded`` follows."""
 
-    reason: str
+    reason: Literal["key", "hangup"]
 
 
 @dataclass(frozen=True)

@@ -245,15 +245,24 @@ def _strip(hint: Any) -> tuple[Any, str, bool]:
             return hint, note, optional
 
 
+_NAMES: dict[type[Any], str] = {}
+_FIELDS: dict[type[Any], dict[str, tuple[Any, str, bool]]] = {}
+
+
 def _event_name(event_type: type[Any]) -> str:
+    if event_type in _NAMES:
+        return _NAMES[event_type]
     literal = typing.get_type_hints(event_type)["type"]
     name: str = typing.get_args(literal)[0]
+    _NAMES[event_type] = name
     return name
 
 
 def _fields(event_type: type[Any]) -> dict[str, tuple[Any, str, bool]]:
-    hints = typing.get_type_hints(event_type, include_extras=True)
-    return {name: _strip(hint) for name, hint in hints.items() if name != "type"}
+    if event_type not in _FIELDS:
+        hints = typing.get_type_hints(event_type, include_extras=True)
+        _FIELDS[event_type] = {name: _strip(hint) for name, hint in hints.items() if name != "type"}
+    return _FIELDS[event_type]
 
 
 def _describe(name: str, hint: Any, note: str, optional: bool) -> str:
@@ -283,6 +292,9 @@ def _matches(value: object, hint: Any) -> bool:
         return value in typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arm) for arm in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
     if hint is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is int:

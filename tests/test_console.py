@@ -47,6 +47,7 @@ class FakeBox:
     def __init__(self, service: SecretCodeService) -> None:
         self.service = service
         self.calls: list[tuple[str, Any]] = []
+        self.listing: list[dict[str, Any]] = []
         self.level = "info"
         self.ring_error: str | None = None
 
@@ -64,6 +65,9 @@ class FakeBox:
 
     def audit(self, last: int) -> list[dict[str, Any]]:
         return self.service.audit_log(last)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.listing)
 
     def profile_summary(self) -> dict[str, Any]:
         return {"profile": "test", "board": "bench", "console": "/dev/ttyS0 115200 8N1"}

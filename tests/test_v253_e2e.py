@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import json
 import time
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatewayd.line.at import FAMILIES, convert_s16le
+from gatewayd.line.at import FAMILIES, convert_s16le, to_s16le
 from gatewayd.line.modem_sim import ModemSimulator
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.voicemail.hashing import create_pepper
+from gatewayd.voicemail.messages import read_wav_pcm
 from tests.daemon_process import DaemonProcess, Events
 
 CODE = "4931"
 FAMILY = "generic"
 PROFILE = Path(__file__).resolve().parent.parent / "hw_profiles" / "generic-v253-modem.toml"
+CALLER_WAV = PROFILE.parent.parent / "audio" / "demo" / "caller_message.wav"
 WAIT_S = 15.0
 
 pytestmark = pytest.mark.slow
@@ -163,3 +166,44 @@ def test_an_unplugged_modem_is_reported_and_the_box_takes_calls_again_once_replu
     sim.remote_hangup()
     hangup = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end", after=mark)
     assert hangup["reason"] == "hangup"
+
+
+def test_a_caller_with_caller_id_leaves_a_message_through_the_modem(tmp_path: Path) -> None:
+    """Two rings with the caller ID between them, the box answers, greets, beeps, and the
+    caller's +VRX audio (8-bit on the wire) is stored; the number never shows."""
+    number = "0612345678"
+    with ModemSimulator(FAMILY) as sim:
+        create_pepper(tmp_path / "state" / "pepper")
+        profile = modem_profile(tmp_path, sim.port)
+        profile.write_text(
+            profile.read_text().replace("answer_after_rings = 1", "answer_after_rings = 2")
+        )
+        daemon = DaemonProcess(tmp_path, profile).start()
+        try:
+            events = daemon.events()
+            sim.ring()
+            sim.caller_id(number)
+            sim.ring()
+            events.wait_for(lambda e: e.get("id") == "greeting_standard")
+            beep = events.wait_for(lambda e: e.get("id") == "beep")
+            events.wait_for(lambda e: e["type"] == "prompt_end", after=events.index_of(beep))
+            until(lambda: sim.voice_mode and "AT+VRX" in sim.commands, "+VRX", daemon)
+            with wave.open(str(CALLER_WAV), "rb") as wav:
+                sent = wav.readframes(wav.getnframes())
+            assert sim.say(sent)  # all at once; <DLE>b follows it on the same byte stream
+            sim.remote_hangup("b")  # busy tone: the caller hung up after speaking
+            message = events.wait_for(lambda e: e["type"] == "message")
+            assert message["action"] == "deposited"
+            kept = read_wav_pcm(daemon.state_dir / "messages" / f"{message['id']}.wav")
+            heard = to_s16le(
+                convert_s16le(sent, FAMILIES[FAMILY].sample_format), FAMILIES[FAMILY].sample_format
+            )
+            assert len(kept) > 2 * 8000 * 3 and heard.startswith(kept)
+            assert number not in json.dumps(events.items) and number not in daemon.log_text()
+            # The subscriber lifts the handset on the PHONE jack: the message-waiting tone.
+            mark = events.mark()
+            sim.lift_handset()
+            tone = events.wait_for(lambda e: e["type"] == "tone", after=mark)
+            assert tone["name"] == "mwi"
+        finally:
+            daemon.stop()

@@ -94,6 +94,8 @@ class SimLine(LineDriver):
         self._ring_task: asyncio.Task[None] | None = None
         self._call_settled: asyncio.Future[str | None] | None = None
         self._capture: AudioSink | None = None
+        self._line_task: asyncio.Task[None] | None = None  # the line's silence while capturing
+        self._saying = False
         self._key_locks: dict[Party, asyncio.Lock] = {}
         self._say_lock = asyncio.Lock()
         self._station = _SimStation(self)
@@ -111,12 +113,32 @@ class SimLine(LineDriver):
         await self._socket.start()
 
     def start_capture(self, on_audio: AudioSink) -> None:
-        """``remote say`` audio goes to ``on_audio`` from now on."""
+        """The caller's audio goes to ``on_audio`` from now on: ``remote say``, else silence.
+
+        A real line never stops delivering audio while a call is up: between ``say``
+        commands the caller is silent, and the capture hears that silence in real time.
+        """
         self._capture = on_audio
+        if self._line_task is None or self._line_task.done():
+            self._line_task = asyncio.get_running_loop().create_task(self._silent_line())
 
     def stop_capture(self) -> None:
-        """``remote say`` audio is dropped from now on."""
+        """The caller's audio is dropped from now on."""
         self._capture = None
+        if self._line_task is not None:
+            self._line_task.cancel()
+            self._line_task = None
+
+    async def _silent_line(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        index = 0
+        silence = bytes(PERIOD_BYTES)
+        while self._capture is not None:
+            if not self._saying:
+                self._capture(silence)
+            index += 1
+            await asyncio.sleep(max(0.0, start + index * PERIOD_S - loop.time()))
 
     async def _close(self) -> None:
         self._end_remote(None)
@@ -248,14 +270,18 @@ class SimLine(LineDriver):
         async with self._say_lock:  # two say commands never mix their audio
             loop = asyncio.get_running_loop()
             start = loop.time()
-            for index, offset in enumerate(range(0, len(pcm), PERIOD_BYTES)):
-                if self._remote_state not in ("connected", "handset"):
-                    raise _SimError("the remote call ended while the audio was being sent")
-                sink = self._capture
-                if sink is not None:
-                    sink(pcm[offset : offset + PERIOD_BYTES])
-                # Paced against the start, so the stream never drifts from real time.
-                await asyncio.sleep(max(0.0, start + (index + 1) * PERIOD_S - loop.time()))
+            self._saying = True
+            try:
+                for index, offset in enumerate(range(0, len(pcm), PERIOD_BYTES)):
+                    if self._remote_state not in ("connected", "handset"):
+                        raise _SimError("the remote call ended while the audio was being sent")
+                    sink = self._capture
+                    if sink is not None:
+                        sink(pcm[offset : offset + PERIOD_BYTES])
+                    # Paced against the start, so the stream never drifts from real time.
+                    await asyncio.sleep(max(0.0, start + (index + 1) * PERIOD_S - loop.time()))
+            finally:
+                self._saying = False
         return "ok"
 
     async def _press(self, party: Party, args: list[str]) -> None:
@@ -304,7 +330,7 @@ class SimLine(LineDriver):
     def _end_remote(self, error: str | None) -> None:
         self._stop_ringing()
         self._remote_state = "idle"
-        self._capture = None
+        self.stop_capture()
         self._settle(error)
 
     def _stop_ringing(self) -> None:

@@ -375,8 +375,6 @@ class Ivr:
             return
         self._notify({"type": "hook", "party": "remote", "state": "on"})
         self._out.append(StopAudio())
-        if isinstance(call.flow, Message) and call.flow.recording:
-            self._out.append(StopRecording("hangup"))  # what was said is kept
         self._end_call(reason="hangup")
 
     def _end_call(self, reason: str) -> None:
@@ -385,6 +383,9 @@ class Ivr:
             return
         for name in list(self._deadlines):
             self._cancel_timer(name)
+        if isinstance(call.flow, Message) and call.flow.recording:
+            # Hang-up, line fault or an error: what the caller said so far is kept.
+            self._out.append(StopRecording("hangup"))
         self._call = None  # drops any pending, unconfirmed code with it
         self._notify({"type": "call", "party": call.party, "state": "end", "reason": reason})
 

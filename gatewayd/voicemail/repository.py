@@ -34,6 +34,14 @@ AUDIT_EVENTS = frozenset(
         "tech_login",
         "tech_login_failure",
         "tech_lockout",
+        # The mailbox (DESIGN §7.2): repairs at start and losses while recording.
+        "message_recovered",
+        "message_adopted",
+        "message_dropped",
+        "recording_discarded",
+        "recording_write_error",
+        "message_index_error",
+        "message_index_unreadable",
     }
 )
 #: Fields of the mailbox secrets document that :meth:`SecretsRepository.update_mailbox` takes.
@@ -41,8 +49,9 @@ MAILBOX_FIELDS = frozenset({"code_hash", "salt", "failures", "locked", "protecti
 
 #: A value of a mailbox field: hash/salt bytes (or None), the counter, a flag.
 FieldValue = bytes | int | bool | None
-#: Extra numbers an audit record may carry (``failures``, ``seconds``); never digits of a code.
-AuditDetail = int | float | bool
+#: Extra fields an audit record may carry (``failures``, ``seconds``, a message id or a
+#: reason); never digits of a code, never a caller's number.
+AuditDetail = int | float | bool | str
 
 
 @dataclass(frozen=True)
