@@ -188,6 +188,8 @@ class Profile:
     tones: dict[str, dict[str, object]] = field(hash=False)
     storage: StorageSection
     logging: LoggingSection
+    #: ``[usp]`` (TR-369 management), raw: validated by gatewayd.usp.config when the daemon starts.
+    usp: dict[str, object] | None = field(default=None, hash=False)
 
 
 # --- loading -----------------------------------------------------------------
@@ -565,6 +567,7 @@ _SECTIONS: Final = (
     "tones",
     "storage",
     "logging",
+    "usp",
 )
 _LINE_COMMON: Final = ("driver", "ring_on_s", "ring_off_s")
 _LINE_BY_DRIVER: Final[Mapping[str, tuple[str, ...]]] = {
@@ -604,6 +607,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
     tones = _tones(root.child("tones") or _empty(problems, "tones"))
     storage = _storage(root.child("storage") or _empty(problems, "storage"), driver)
     logging_section = _logging(root.child("logging") or _empty(problems, "logging"))
+    usp_table = root.child("usp")
 
     problems.raise_if_any()
     if board is None or line is None or audio is None or voicemail is None or storage is None:
@@ -621,6 +625,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         tones=tones,
         storage=storage,
         logging=logging_section,
+        usp=dict(usp_table.data) if usp_table is not None else None,
     )
 
 
