@@ -123,8 +123,6 @@ class AgentCore:
         self._buckets: dict[str, _Bucket] = {}
         #: Our "reply to" topic (CONNACK's subscribe-topic, else the profile's agent_topic).
         self.reply_topic = config.agent_topic
-        #: The latest Response Topic each controller gave (else its profile topic).
-        self._reply_topics: dict[str, str] = {}
         state = state or {}
         self.settings: dict[str, str] = {
             k: v for k, v in dict(state.get("settings", {})).items() if k in dm.SETTING_DEFAULTS
@@ -196,10 +194,13 @@ class AgentCore:
         self._msg_counter += 1
         return f"{self.config.endpoint_id}-{kind}-{int(self._wall_clock())}-{self._msg_counter}"
 
-    def _to_controller(self, controller_id: str, msg: Msg, version: str = VERSION) -> Outbound:
+    def _to_controller(
+        self, controller_id: str, msg: Msg, version: str = VERSION, reply_to: str | None = None
+    ) -> Outbound:
+        """A Record for a controller: on ``reply_to`` (answers) else its profile topic."""
         controller = self.config.controller(controller_id)
         assert controller is not None
-        topic = self._reply_topics.get(controller_id, controller.topic)
+        topic = reply_to or controller.topic
         return Outbound(topic, wrap(msg, controller_id, self.config.endpoint_id, version))
 
     # --- connection and notifications --------------------------------------------------
@@ -298,15 +299,15 @@ class AgentCore:
         controller = self.config.controller(record.from_id)
         if controller is None:
             return Handled(f"dropped: from_id {record.from_id[:64]!r} is not a listed controller")
-        reply_to = response_topic or _reply_to_suffix(topic)
-        if reply_to:
-            self._reply_topics[controller.endpoint_id] = reply_to
+        # Answers go to the request's Response Topic, else its /reply-to= suffix, else the
+        # controller's topic in the profile; notifications always to the profile's topic.
+        reply_to = response_topic or _reply_to_suffix(topic) or controller.topic
         kind = record.WhichOneof("record_type")
         version = record.version if record.version in SUPPORTED_VERSIONS else VERSION
         if kind == "session_context":
             reason = "E2E Session Context is not supported; send no_session_context Records"
             out = Outbound(
-                self._reply_topics.get(controller.endpoint_id, controller.topic),
+                reply_to,
                 disconnect_record(
                     controller.endpoint_id,
                     self.config.endpoint_id,
@@ -347,7 +348,7 @@ class AgentCore:
             )
             return Handled(
                 "answered: Error 7104 (record version)",
-                [self._to_controller(controller.endpoint_id, refusal)],
+                [self._to_controller(controller.endpoint_id, refusal, VERSION, reply_to)],
                 7104,
             )
         body = msg.body.WhichOneof("msg_body")
@@ -365,7 +366,7 @@ class AgentCore:
             )
             return Handled(
                 "answered: Error 7005 (rate limit)",
-                [self._to_controller(controller.endpoint_id, refusal, version)],
+                [self._to_controller(controller.endpoint_id, refusal, version, reply_to)],
                 dm.RESOURCES_EXCEEDED,
             )
         answer: Msg | None
@@ -375,7 +376,9 @@ class AgentCore:
             LOGGER.exception("usp: request %s from %s failed", msg_id, controller.endpoint_id)
             answer, extra = error_msg(msg_id, dm.INTERNAL_ERROR, "internal error"), []
         replies = (
-            [] if answer is None else [self._to_controller(controller.endpoint_id, answer, version)]
+            []
+            if answer is None
+            else [self._to_controller(controller.endpoint_id, answer, version, reply_to)]
         )
         code = (
             answer.body.error.err_code

@@ -314,16 +314,15 @@ def _match(pattern: list[str], concrete: list[str]) -> bool:
 
 
 def _covers(reference: str, path: str) -> bool:
-    """Whether a subscription's reference (object, parameter, event) covers ``path``."""
+    """Whether a subscription's reference (object, parameter, event, command) covers ``path``."""
+    ref_tail = reference.endswith(("!", "()"))
+    if ref_tail != path.endswith(("!", "()")):
+        return False
     try:
-        ref_parts, ref_object = segments(reference)
-        parts, _ = segments(path.rstrip("!()") if path.endswith(("!", "()")) else path)
+        ref_parts, ref_object = segments(reference.rstrip("!()"))
+        parts, _ = segments(path.rstrip("!()"))
     except PathError:
         return False
-    ref_tail = reference.endswith(("!", "()"))
-    if ref_tail:
-        ref_parts, _ = segments(reference.rstrip("!()"))
-        return len(ref_parts) == len(parts) and _match(ref_parts, parts)
     if ref_object:
         return _match(ref_parts, parts)
     return len(ref_parts) == len(parts) and _match(ref_parts, parts)
