@@ -101,7 +101,9 @@ class Box:
         op.command, op.command_key, op.send_resp = RESET, ticket, True
         return self.answer(msg, sender)
 
-    def set(self, obj: str, allow_partial: bool = False, sender: str = ADMIN, **params: Any) -> Msg:
+    def set(
+        self, obj: str, params: dict[str, str], allow_partial: bool = False, sender: str = ADMIN
+    ) -> Msg:
         msg = self.ask(Header.SET)
         msg.body.request.set.allow_partial = allow_partial
         update = msg.body.request.set.update_objs.add(obj_path=obj)
@@ -222,7 +224,7 @@ def test_rate_limit_per_controller_with_an_injected_clock() -> None:
 
 def test_set_validates_like_the_profile_and_needs_admin() -> None:
     box = Box()
-    ok = box.set(MAILBOX, MaxMsg="40", Enable="false")
+    ok = box.set(MAILBOX, {"MaxMsg": "40", "Enable": "false"})
     [result] = ok.body.response.set_resp.updated_obj_results
     [done] = result.oper_status.oper_success.updated_inst_results
     assert dict(done.updated_params) == {"MaxMsg": "40", "Enable": "false"}
@@ -234,13 +236,13 @@ def test_set_validates_like_the_profile_and_needs_admin() -> None:
         ({"X_GWD_Locked": "false"}, 7013),
         ({"Colour": "red"}, 7010),
     ]:
-        refused = box.set(MAILBOX, **params)
+        refused = box.set(MAILBOX, params)
         assert refused.body.error.err_code == code, params
         assert refused.body.error.param_errs[0].err_code == code
-    partial = box.set(MAILBOX, allow_partial=True, MaxMsg="5000")
+    partial = box.set(MAILBOX, {"MaxMsg": "5000"}, allow_partial=True)
     [result] = partial.body.response.set_resp.updated_obj_results
     assert result.oper_status.oper_failure.updated_inst_failures[0].param_errs[0].err_code == 7012
-    denied = box.set(MAILBOX, sender=ADVISOR, MaxMsg="10")
+    denied = box.set(MAILBOX, {"MaxMsg": "10"}, sender=ADVISOR)
     assert denied.body.error.err_code == 7006
     assert flat(box.get(MAILBOX + "MaxMsg"))[MAILBOX + "MaxMsg"] == "40"
 
