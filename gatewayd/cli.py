@@ -360,7 +360,11 @@ def cmd_dtmf(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gatewayd`` command line; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["advisor"]:
+            # Its options come first and start with '-', which argparse.REMAINDER will not take.
+            return cmd_advisor(argparse.Namespace(args=argv[1:]))
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
         if handler is None:

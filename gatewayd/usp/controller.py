@@ -65,7 +65,9 @@ class UspController:
         self._client = aiomqtt.Client(
             host,
             port,
-            identifier=endpoint_id,
+            # Not the Endpoint ID: a `watch` and a `reset` of the same controller run at once,
+            # and a broker drops the older of two connections with one ClientId.
+            identifier=None,
             protocol=aiomqtt.ProtocolVersion.V5,
             properties=connect,
             tls_context=tls_context,
