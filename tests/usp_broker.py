@@ -102,11 +102,13 @@ class Mosquitto:
         pki: Pki,
         acl: Iterable[tuple[str, str, str]],
         port: int | None = None,
+        pattern_acl: Iterable[str] = (),
     ) -> None:
         self.dir = directory
         self.port = port or free_port()
         self.log = directory / "mosquitto.log"
-        acl_lines: list[str] = []
+        # "pattern" rules apply to every client, %u standing for its certificate's CN.
+        acl_lines: list[str] = [f"pattern {rule}" for rule in pattern_acl] + [""]
         for user, access, topic in acl:
             acl_lines += [f"user {user}", f"topic {access} {topic}", ""]
         (directory / "acl").write_text("\n".join(acl_lines))
