@@ -252,6 +252,9 @@ def main() -> int:
         help="the agents' retry_initial_s (TR-369 ConnectRetryTime)",
     )
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # aiomqtt warns of each queued publish
     print(json.dumps(asyncio.run(bench(args)), indent=2))
     return 0
 

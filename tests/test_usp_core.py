@@ -361,6 +361,13 @@ def _malformed() -> list[tuple[str, bytes, str, int]]:
     bad_payload = Record(version="1.4", to_id=BOX, from_id=ADVISOR)
     bad_payload.no_session_context.payload = b"\xff\xff\xff"
     empty_record = Record(version="1.4", to_id=BOX, from_id=ADVISOR)
+    # A request of a type this schema does not know: field 99 of Request, a 1-byte string.
+    future = new_msg("x4", Header.GET)
+    future_bytes = future.SerializeToString() + b"\x12\x06\x0a\x04\x9a\x06\x01\x41"
+    stray_response = new_msg("x5", Header.GET_RESP)
+    stray_response.body.response.get_resp.SetInParent()
+    future_record = Record(version="1.4", to_id=BOX, from_id=ADVISOR)
+    future_record.no_session_context.payload = future_bytes
     return [
         ("random bytes", b"\x00\xffgarbage\x13\x37" * 5, "dropped", 0),
         ("empty payload", b"", "dropped", 0),
@@ -374,6 +381,8 @@ def _malformed() -> list[tuple[str, bytes, str, int]]:
         ("record version 9.9", wrap(box_msg, BOX, ADVISOR, version="9.9"), "answered", 7104),
         ("request with no type", wrap(no_type, BOX, ADVISOR), "answered", 7001),
         ("Notify sent to the agent", wrap(notify_in, BOX, ADVISOR), "answered", 7001),
+        ("request of an unknown type", future_record.SerializeToString(), "answered", 7001),
+        ("a response sent to the agent", wrap(stray_response, BOX, ADVISOR), "ignored", 0),
     ]
 
 
