@@ -156,21 +156,29 @@ class Daemon:
             banner=f"gatewayd {__version__} technician console, board {self.profile.board.name}",
         )
 
-    def _start_usp(self, table: dict[str, object]) -> UspAgent:
-        """The TR-369 agent of ``[usp]``: one more client of the service, like the console."""
+    def _start_usp(self, table: dict[str, object]) -> UspAgent | None:
+        """The TR-369 agent of ``[usp]``: one more client of the service, like the console.
+
+        A bad ``[usp]`` table stops the start (ProfileError); unusable TLS files only
+        disable management, so the subscriber keeps the service.
+        """
         from gatewayd.usp import require_usp
 
         require_usp()
-        from gatewayd.usp.agent import start_agent
+        from gatewayd.usp.agent import UspError, start_agent
 
-        return start_agent(
-            table,
-            self.profile.source,
-            self,
-            self.bus,
-            self.state_dir,
-            model=self.profile.board.name,
-        )
+        try:
+            return start_agent(
+                table,
+                self.profile.source,
+                self,
+                self.bus,
+                self.state_dir,
+                model=self.profile.board.name,
+            )
+        except UspError as exc:
+            LOGGER.error("%s; the box runs without operator management", exc)
+            return None
 
     def _pepper(self) -> bytes:
         path = resolve_pepper_path(self.profile, self.state_dir)

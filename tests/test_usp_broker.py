@@ -299,3 +299,26 @@ def test_without_usp_the_daemon_never_imports_it(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_bad_usp_table_stops_the_start_and_bad_tls_files_only_disable_management(
+    tmp_path: Path, world: World
+) -> None:
+    profile = usp_profile(tmp_path, world)
+    text = profile.read_text()
+    profile.write_text(text.replace('vendor_prefix = "GWD"', 'vendor_prefix = "gwd"'))
+    run = subprocess.run(
+        [sys.executable, "-m", "gatewayd", "run", "--profile", str(profile), "--state-dir",
+         str(tmp_path / "state"), "--runtime-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=30, cwd=REPO,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert f"{profile}: usp.vendor_prefix: expected 2-16 capitals" in run.stderr + run.stdout
+    cert, _ = world.certs[BOX]
+    profile.write_text(text.replace(str(cert), str(tmp_path / "missing.pem")))
+    daemon = DaemonProcess(tmp_path, profile).start()
+    try:
+        wait_for_log(daemon, "the box runs without operator management")
+        assert ctl_status(daemon)["code_set"] is False
+    finally:
+        daemon.stop()
