@@ -322,3 +322,21 @@ def test_bad_usp_table_stops_the_start_and_bad_tls_files_only_disable_management
         assert ctl_status(daemon)["code_set"] is False
     finally:
         daemon.stop()
+
+
+def test_a_broker_that_refuses_the_box_is_retried_with_back_off(
+    tmp_path: Path, world: World
+) -> None:
+    rogue_cert, rogue_key = Pki(tmp_path / "rogue").issue(BOX)  # not signed by the operator CA
+    cert, key = world.certs[BOX]
+    profile = usp_profile(tmp_path, world)
+    profile.write_text(
+        profile.read_text().replace(str(cert), str(rogue_cert)).replace(str(key), str(rogue_key))
+    )
+    daemon = DaemonProcess(tmp_path, profile).start()
+    try:
+        wait_for_log(daemon, "retry 3 in")
+        assert "usp: connected" not in daemon.log_text()
+        assert ctl_status(daemon)["code_set"] is False  # the service is there all along
+    finally:
+        daemon.stop()

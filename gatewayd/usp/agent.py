@@ -134,6 +134,24 @@ class _Client(aiomqtt.Client):
         self.connack_properties = properties
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
+    def _on_disconnect(
+        self,
+        client: Any,
+        userdata: Any,
+        flags: Any,
+        reason_code: Any,
+        properties: Properties | None = None,
+    ) -> None:
+        # A broker that drops us before CONNACK (e.g. TLS "unknown CA" under TLS 1.3) would
+        # leave aiomqtt waiting for the whole connect timeout: fail the attempt now.
+        if not self._connected.done():
+            self._connected.set_exception(
+                aiomqtt.MqttError(
+                    f"the broker closed the connection before CONNACK ({reason_code})"
+                )
+            )
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
 
 def _user_properties(properties: Properties | None, name: str) -> list[str]:
     pairs = getattr(properties, "UserProperty", None) or []
