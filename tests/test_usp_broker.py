@@ -340,3 +340,19 @@ def test_a_broker_that_refuses_the_box_is_retried_with_back_off(
         assert ctl_status(daemon)["code_set"] is False  # the service is there all along
     finally:
         daemon.stop()
+
+
+def test_provision_installs_a_matching_certificate_and_key(tmp_path: Path, world: World) -> None:
+    from gatewayd.usp.provision import UspProvisionError, provision_usp_identity
+
+    cert, key = world.certs[BOX]
+    _, other_key = world.certs[ADVISOR]
+    with pytest.raises(UspProvisionError, match="not a PEM certificate and its private key"):
+        provision_usp_identity(cert, other_key, tmp_path / "etc")
+    assert not (tmp_path / "etc" / "usp-key.pem").exists()
+    installed_cert, installed_key = provision_usp_identity(cert, key, tmp_path / "etc")
+    assert installed_key.read_bytes() == key.read_bytes()
+    assert (installed_cert.stat().st_mode & 0o777, installed_key.stat().st_mode & 0o777) == (
+        0o644,
+        0o600,
+    )

@@ -32,8 +32,8 @@ from gatewayd.eventbus import EventBus
 from gatewayd.usp.config import UspConfig, parse_usp, tls_files
 from gatewayd.usp.core import AgentCore, Outbound, ServiceView
 from gatewayd.usp.datamodel import SESSION_TERMINATED
+from gatewayd.usp.files import write_atomically
 from gatewayd.usp.records import CONTENT_TYPE, CONTENT_TYPES, disconnect_record
-from gatewayd.voicemail.store import fsync_dir
 
 LOGGER = logging.getLogger(__name__)
 
@@ -108,14 +108,8 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def save_state(path: Path, state: Mapping[str, Any]) -> None:
-    """Write the agent's state atomically (temporary file, fsync, rename, fsync the directory)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(state, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """Write the agent's state atomically and durably."""
+    write_atomically(path, json.dumps(state, sort_keys=True).encode())
 
 
 class _Client(aiomqtt.Client):

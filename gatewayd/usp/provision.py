@@ -8,12 +8,11 @@ as the systemd credentials ``gatewayd-usp-cert``/``gatewayd-usp-key``).
 
 from __future__ import annotations
 
-import os
 import ssl
 from pathlib import Path
 
 from gatewayd.errors import GatewaydError
-from gatewayd.voicemail.store import fsync_dir
+from gatewayd.usp.files import write_atomically
 
 CERT_FILE = "usp-cert.pem"
 KEY_FILE = "usp-key.pem"
@@ -21,19 +20,6 @@ KEY_FILE = "usp-key.pem"
 
 class UspProvisionError(GatewaydError, ValueError):
     """The certificate or key cannot be installed; says which file and why."""
-
-
-def _install(data: bytes, target: Path, mode: int) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
 
 
 def provision_usp_identity(cert: Path, key: Path, etc_dir: Path) -> tuple[Path, Path]:
@@ -50,6 +36,6 @@ def provision_usp_identity(cert: Path, key: Path, etc_dir: Path) -> tuple[Path, 
         ) from exc
     etc_dir.mkdir(parents=True, exist_ok=True)
     cert_target, key_target = etc_dir / CERT_FILE, etc_dir / KEY_FILE
-    _install(key.read_bytes(), key_target, 0o600)
-    _install(cert.read_bytes(), cert_target, 0o644)
+    write_atomically(key_target, key.read_bytes(), 0o600)
+    write_atomically(cert_target, cert.read_bytes(), 0o644)
     return cert_target, key_target
