@@ -108,7 +108,12 @@ async def wait_connects(controller: UspController, n: int, timeout: float) -> li
         left = deadline - time.monotonic()
         if left <= 0:
             raise SystemExit(f"only {len(seen)}/{n} agents connected within {timeout:g} s")
-        item = await asyncio.wait_for(controller.received.get(), left)
+        try:
+            item = await asyncio.wait_for(controller.received.get(), left)
+        except TimeoutError:
+            raise SystemExit(
+                f"only {len(seen)}/{n} agents connected within {timeout:g} s"
+            ) from None
         if item.kind == "mqtt_connect":
             seen.setdefault(item.from_id, time.monotonic())
     return sorted(seen.values())
@@ -140,10 +145,12 @@ def pct(values: list[float], q: float) -> float:
 async def bench(args: argparse.Namespace) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="gatewayd-fleet-"))
     started = time.monotonic()
-    pki = Pki(work / "pki")
-    pki.issue(CONTROLLER)
-    for index in range(args.agents):
-        pki.issue(box_id(index))
+    pki = Pki.reuse(args.pki) if args.pki and (args.pki / "ca.pem").exists() else None
+    if pki is None:
+        pki = Pki(args.pki or work / "pki")
+        pki.issue(CONTROLLER)
+        for index in range(args.agents):
+            pki.issue(box_id(index))
     pki_s = time.monotonic() - started
     acl = [
         (CONTROLLER, "read", CONTROLLER_TOPIC),
@@ -245,6 +252,7 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=500)
     parser.add_argument("--per-process", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument("--pki", type=Path, help="keep the certificates here and reuse them")
     parser.add_argument(
         "--retry-initial",
         type=float,

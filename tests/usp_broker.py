@@ -60,6 +60,14 @@ class Pki:
         )
         self.server_cert, self.server_key = self.issue("localhost", server=True)
 
+    @classmethod
+    def reuse(cls, directory: Path) -> Pki:
+        """A CA (and its certificates) made earlier in ``directory``."""
+        pki = cls.__new__(cls)
+        pki.dir, pki.ca = directory, directory / "ca.pem"
+        pki.server_cert, pki.server_key = directory / "localhost.pem", directory / "localhost.key"
+        return pki
+
     def issue(self, name: str, *, server: bool = False) -> tuple[Path, Path]:
         """A certificate and key with CN ``name`` (the broker's username for ACLs)."""
         stem = "".join(c if c.isalnum() else "_" for c in name)
@@ -125,6 +133,9 @@ class Mosquitto:
                     "log_type warning",
                     "log_type notice",
                     "max_connections -1",
+                    # A controller reading a fleet's Connect Records falls behind for a moment:
+                    # keep its QoS 1 messages instead of dropping past the default 1000.
+                    "max_queued_messages 0",
                     f"acl_file {directory / 'acl'}",
                     f"listener {self.port} 127.0.0.1",
                     f"cafile {pki.ca}",
