@@ -185,6 +185,7 @@ class UspAgent:
         self._session_ok = False  # the last session got as far as subscribing
         #: Observable by tests and the bench: connections made, and the last back-off chosen.
         self.connections = 0
+        self.connected_at = 0.0  # wall clock of the last connection (subscribed)
         self.connected = asyncio.Event()
         self.last_backoff_s = 0.0
         if bus is not None:
@@ -294,6 +295,7 @@ class UspAgent:
             reply = getattr(props, "ResponseInformation", None) or topics[0]
             self._client = client
             self.connections += 1
+            self.connected_at = time.time()
             self._session_ok = True
             LOGGER.info(
                 "usp: connected to %s:%d as %s; subscribed to %s",
