@@ -76,6 +76,7 @@ async def run_worker(first: int, count: int, settings: dict[str, object]) -> Non
             "cert_file": str(pki / f"{stem}.pem"),
             "key_file": str(pki / f"{stem}.key"),
             "retry_initial_s": settings["retry_initial_s"],
+            "retry_multiplier": settings["retry_multiplier"],
             "retry_max_s": 60.0,
             "requests_per_minute": 1000,
             "controller": [
@@ -174,6 +175,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "pki": str(pki.dir),
         "broker_url": broker.url,
         "retry_initial_s": args.retry_initial,
+        "retry_multiplier": args.retry_multiplier,
     }
     workers: list[subprocess.Popen[str]] = []
     connections: list[tuple[str, float]] = []
@@ -286,6 +288,13 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=500)
     parser.add_argument("--per-process", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument(
+        "--retry-multiplier",
+        type=float,
+        default=2.0,
+        help="the agents' retry_multiplier; 1 makes every agent retry at exactly retry-initial "
+        "(no spread: what a reconnect storm looks like)",
+    )
     parser.add_argument("--pki", type=Path, help="keep the certificates here and reuse them")
     parser.add_argument(
         "--retry-initial",
