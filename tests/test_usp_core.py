@@ -421,3 +421,16 @@ def test_config_errors_name_the_file_key_and_fix() -> None:
             {**TABLE, "controller": [{"endpoint_id": ADVISOR, "topic": "t", "roles": ["root"]}]},
             "p.toml",
         )
+
+
+def test_answers_in_the_version_asked_and_on_the_reply_to_suffix() -> None:
+    box = Box()
+    msg = box.ask(Header.GET)
+    msg.body.request.get.param_paths.append("Device.DeviceInfo.UpTime")
+    old_style = "usp/agent/box/reply-to=usp%2Fcontroller%2Fmqtt311"
+    [reply] = box.core.handle(wrap(msg, BOX, ADVISOR, version="1.0"), topic=old_style).replies
+    assert reply.topic == "usp/controller/mqtt311"
+    assert Record.FromString(reply.payload).version == "1.0"
+    [plain] = box.core.handle(wrap(msg, BOX, ADVISOR, version="1.3")).replies
+    assert plain.topic == "usp/controller/advisor"  # no Response Topic: the profile's topic
+    assert Record.FromString(plain.payload).version == "1.3"
