@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import json
 import os
 import ssl
@@ -64,12 +63,6 @@ async def run_worker(first: int, count: int, settings: dict[str, object]) -> Non
     from gatewayd.usp.fake import FakeService
 
     logging.basicConfig(level=logging.ERROR)  # a fleet's back-off lines would drown the numbers
-    # aiomqtt runs paho's blocking connect (TCP + TLS handshake) in the loop's executor: with
-    # the default 6 threads, hundreds of agents in one process would queue behind each other,
-    # which a real box (one agent per process) never does.
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=min(count, 64))
-    )
     agents = []
     pki = Path(str(settings["pki"]))
     for index in range(first, first + count):
