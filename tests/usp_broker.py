@@ -136,6 +136,7 @@ class Mosquitto:
                     # A controller reading a fleet's Connect Records falls behind for a moment:
                     # keep its QoS 1 messages instead of dropping past the default 1000.
                     "max_queued_messages 0",
+                    "set_tcp_nodelay true",
                     f"acl_file {directory / 'acl'}",
                     f"listener {self.port} 127.0.0.1",
                     f"cafile {pki.ca}",

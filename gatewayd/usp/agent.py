@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,8 @@ LOGGER = logging.getLogger(__name__)
 STATE_FILE: Final = "usp-agent.json"
 #: Service events waiting for the agent; beyond this they are dropped (the service never waits).
 EVENT_QUEUE: Final = 256
+#: Small request/answer packets: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms a leg.
+NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: Time given to one PUBLISH (QoS 1: until PUBACK) before the connection is deemed broken.
 PUBLISH_TIMEOUT_S: Final = 10.0
 
@@ -275,6 +278,7 @@ class UspAgent:
             keepalive=config.keepalive_s,
             timeout=config.connect_timeout_s,
             logger=logging.getLogger("gatewayd.usp.mqtt"),
+            socket_options=NO_DELAY,
         )
         async with client:
             props = client.connack_properties

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from paho.mqtt.packettypes import PacketTypes
 
 from gatewayd.errors import GatewaydError
-from gatewayd.usp.agent import mqtt_properties
+from gatewayd.usp.agent import NO_DELAY, mqtt_properties
 from gatewayd.usp.records import CONTENT_TYPE, Header, Msg, Record, new_msg, wrap
 
 LOGGER = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class UspController:
             properties=connect,
             tls_context=tls_context,
             timeout=timeout_s,
+            socket_options=NO_DELAY,
         )
         self._pending: dict[str, asyncio.Future[Msg]] = {}
         self._ids = itertools.count(1)
