@@ -434,3 +434,19 @@ def test_answers_in_the_version_asked_and_on_the_reply_to_suffix() -> None:
     [plain] = box.core.handle(wrap(msg, BOX, ADVISOR, version="1.3")).replies
     assert plain.topic == "usp/controller/advisor"  # no Response Topic: the profile's topic
     assert Record.FromString(plain.payload).version == "1.3"
+
+
+def test_get_instances_of_the_controllers_table() -> None:
+    box = Box()
+    for first_level, expected in [
+        (True, [f"Device.LocalAgent.Controller.{i}." for i in (1, 2, 3)]),
+        (False, sorted(
+            [f"Device.LocalAgent.Controller.{i}." for i in (1, 2, 3)]
+            + [f"Device.LocalAgent.Controller.{i}.MTP.1." for i in (1, 2, 3)]
+        )),
+    ]:  # fmt: skip
+        msg = box.ask(Header.GET_INSTANCES)
+        msg.body.request.get_instances.obj_paths.append("Device.LocalAgent.Controller.")
+        msg.body.request.get_instances.first_level_only = first_level
+        [result] = box.answer(msg).body.response.get_instances_resp.req_path_results
+        assert [i.instantiated_obj_path for i in result.curr_insts] == expected

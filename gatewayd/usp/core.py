@@ -507,7 +507,7 @@ class AgentCore:
         for path in req.obj_paths:
             result = resp.req_path_results.add(requested_path=path)
             try:
-                objects = self._instances_under(path, values)
+                objects = self._instances_under(path, values, req.first_level_only)
             except PathError as exc:
                 result.err_code, result.err_msg = exc.code, str(exc)
                 continue
@@ -515,15 +515,21 @@ class AgentCore:
                 result.curr_insts.add(instantiated_obj_path=obj)
         return answer
 
-    def _instances_under(self, path: str, values: Mapping[str, str]) -> list[str]:
+    def _instances_under(
+        self, path: str, values: Mapping[str, str], first_level_only: bool
+    ) -> list[str]:
+        """Object instances at or below an object path (only the next level if asked)."""
         self.model.check_supported(path)
+        depth = path.count(".")
         found: set[str] = set()
         for full in values:
             if full.startswith(path):
                 parts = full.split(".")
                 for i, part in enumerate(parts[:-1]):
                     prefix = ".".join(parts[: i + 1]) + "."
-                    if part.isdigit() and prefix.startswith(path) and len(prefix) > len(path):
+                    below = prefix.startswith(path) and len(prefix) > len(path)
+                    near = not first_level_only or prefix.count(".") <= depth + 1
+                    if part.isdigit() and below and near:
                         found.add(prefix)
         return sorted(found)
 

@@ -345,10 +345,7 @@ class DataModel:
         parts, is_object = segments(path)
         if is_object:
             wanted = template(parts) + "."
-            if any(o.path.startswith(wanted) for o in self.objects) or (
-                (parts[-1].isdigit() or parts[-1] == "*")
-                and any(o.path == wanted for o in self.objects)
-            ):
+            if any(o.path.startswith(wanted) for o in self.objects):
                 return parts, True
             raise PathError(INVALID_PATH, f"{path[:80]!r} is not in the supported data model")
         spec = self._by_path.get(template(parts[:-1]) + ".")
