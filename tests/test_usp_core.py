@@ -6,6 +6,7 @@ clock is injected (rate limits), the state is a dict (idempotence across restart
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -450,3 +451,22 @@ def test_get_instances_of_the_controllers_table() -> None:
         msg.body.request.get_instances.first_level_only = first_level
         [result] = box.answer(msg).body.response.get_instances_resp.req_path_results
         assert [i.instantiated_obj_path for i in result.curr_insts] == expected
+
+
+def test_the_profile_passes_usp_through_for_the_agent_to_validate(tmp_path: Path) -> None:
+    from gatewayd.profile import load_profile
+    from tests.daemon_process import make_profile
+
+    profile = make_profile(tmp_path)
+    profile.write_text(
+        profile.read_text()
+        + f'\n[usp]\nbroker_url = "mqtts://broker:8883"\nendpoint_id = "{BOX}"\n'
+        'vendor_prefix = "GWD"\nca_file = "/etc/ca.pem"\n\n[[usp.controller]]\n'
+        f'endpoint_id = "{ADVISOR}"\ntopic = "usp/c"\nroles = ["advisor"]\n'
+    )
+    loaded = load_profile(profile)
+    assert loaded.usp is not None
+    config = parse_usp(loaded.usp, loaded.source, model=loaded.board.name)
+    assert (config.host, config.port, config.agent_topic) == ("broker", 8883, f"usp/agent/{BOX}")
+    advisor = config.controller(ADVISOR)
+    assert advisor is not None and advisor.may("advisor") and not advisor.may("admin")
