@@ -212,6 +212,8 @@ def test_advisor_resets_a_locked_code_end_to_end(locked_box: DaemonProcess, worl
         assert replay.returncode == 0 and "already carried out" in replay.stdout
         audit = locked_box.ctl("audit 20")
         assert audit.count("reset") == 1 and "ticket INC-1234" in audit and ADVISOR in audit
+        assert locked_box.stop() == 0
+        watch.wait(type="disconnect", box=BOX)  # R-MTP.7: a Disconnect Record on the way out
     finally:
         watch.close()
     log = locked_box.log_text()

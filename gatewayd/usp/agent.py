@@ -42,6 +42,8 @@ LOGGER = logging.getLogger(__name__)
 STATE_FILE: Final = "usp-agent.json"
 #: Service events waiting for the agent; beyond this they are dropped (the service never waits).
 EVENT_QUEUE: Final = 256
+#: What a shutdown gives the Disconnect Records (R-MTP.7) before it goes on regardless.
+CLOSE_TIMEOUT_S: Final = 1.0
 #: Small request/answer packets: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms a leg.
 NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: Time given to one PUBLISH (QoS 1: until PUBACK) before the connection is deemed broken.
@@ -217,17 +219,24 @@ class UspAgent:
         """Say goodbye to the controllers if connected, then stop. Idempotent."""
         client, self._client = self._client, None
         if client is not None:
-            for controller in self.config.controllers:
-                record = disconnect_record(
-                    controller.endpoint_id,
-                    self.config.endpoint_id,
-                    SESSION_TERMINATED,
-                    "agent shutting down",
+            goodbyes = [
+                self._publish(
+                    client,
+                    Outbound(
+                        c.topic,
+                        disconnect_record(
+                            c.endpoint_id,
+                            self.config.endpoint_id,
+                            SESSION_TERMINATED,
+                            "agent shutting down",
+                        ),
+                    ),
                 )
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self._publish(client, Outbound(controller.topic, record)), 1.0
-                    )
+                for c in self.config.controllers
+            ]
+            # A shutdown waits on the broker for one second at most, all controllers together.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*goodbyes), CLOSE_TIMEOUT_S)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
