@@ -358,3 +358,30 @@ def test_provision_installs_a_matching_certificate_and_key(tmp_path: Path, world
         0o644,
         0o600,
     )
+
+
+async def _boot_after_restart(world: World, daemon: DaemonProcess) -> list[str]:
+    topic = f"usp/agent/{BOX}"
+    async with _client(world, ADVISOR, world.broker.port) as controller:
+        await controller.subscribe(BOX, topic, "Event", ["Device.Boot!"], persistent=True)
+        await asyncio.to_thread(daemon.stop)
+        await asyncio.to_thread(daemon.start)
+        seen: list[str] = []
+        while "Boot!" not in seen:
+            item = await asyncio.wait_for(controller.received.get(), 20)
+            if item.msg is not None:
+                seen.append(item.msg.body.request.notify.event.event_name)
+            else:
+                seen.append(item.kind)
+        return seen
+
+
+def test_boot_reaches_a_persistent_subscriber_after_a_restart(tmp_path: Path, world: World) -> None:
+    daemon = DaemonProcess(tmp_path, usp_profile(tmp_path, world)).start()
+    try:
+        wait_for_log(daemon, "usp: connected")
+        seen = asyncio.run(_boot_after_restart(world, daemon))
+        # Disconnect on the way down, Connect and Boot! on the way up (R-MTP.6/7).
+        assert seen == ["disconnect", "mqtt_connect", "Boot!"]
+    finally:
+        daemon.stop()
