@@ -305,7 +305,10 @@ class UspAgent:
                     f"subscription to {', '.join(refused)} refused (check "
                     "the broker's ACL for this box's certificate)"
                 )
-            reply = getattr(props, "ResponseInformation", None) or topics[0]
+            # Our "reply to" topic (R-MQTT.21): CONNACK's Response Information, else a topic we
+            # subscribed to (not a filter: a Response Topic cannot hold wildcards).
+            plain = [t for t in topics if "+" not in t and "#" not in t]
+            reply = getattr(props, "ResponseInformation", None) or plain[0]
             self._client = client
             self.connections += 1
             self.connected_at = time.time()
@@ -335,8 +338,11 @@ class UspAgent:
     async def _forward_events(self, client: _Client) -> None:
         while True:
             event = await self._events.get()
-            for out in self.core.on_service_event(event):
-                await self._publish(client, out)
+            try:
+                for out in self.core.on_service_event(event):
+                    await self._publish(client, out)
+            except aiomqtt.MqttError as exc:  # the message loop sees a lost connection too
+                LOGGER.warning("usp: a notification was not sent: %s", exc)
 
     async def _receive(self, client: _Client, message: aiomqtt.Message) -> None:
         props = message.properties
