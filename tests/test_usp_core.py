@@ -470,3 +470,21 @@ def test_the_profile_passes_usp_through_for_the_agent_to_validate(tmp_path: Path
     assert (config.host, config.port, config.agent_topic) == ("broker", 8883, f"usp/agent/{BOX}")
     advisor = config.controller(ADVISOR)
     assert advisor is not None and advisor.may("advisor") and not advisor.may("admin")
+
+
+def test_a_flood_of_dropped_records_is_logged_a_few_lines_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gatewayd.usp.agent import DROP_LOG_PER_MINUTE, UspAgent
+
+    clock = Clock()
+    table = {**TABLE, "broker_url": "mqtt://localhost", "allow_plaintext": True}
+    agent = UspAgent(parse_usp(table, "test.toml"), FakeService(), None, None, clock=clock)
+    with caplog.at_level("WARNING", logger="gatewayd.usp.agent"):
+        for _ in range(DROP_LOG_PER_MINUTE + 30):
+            agent._log_record(9, "usp/agent/box", "dropped: not a USP Record")
+        clock.now += 61
+        agent._log_record(9, "usp/agent/box", "dropped: not a USP Record")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == DROP_LOG_PER_MINUTE + 2
+    assert "30 more records dropped unlogged" in lines[-2]

@@ -44,6 +44,8 @@ STATE_FILE: Final = "usp-agent.json"
 EVENT_QUEUE: Final = 256
 #: What a shutdown gives the Disconnect Records (R-MTP.7) before it goes on regardless.
 CLOSE_TIMEOUT_S: Final = 1.0
+#: Dropped records logged a minute; beyond, they are counted and summed up in one line.
+DROP_LOG_PER_MINUTE: Final = 20
 #: Small request/answer packets: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms a leg.
 NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: Time given to one PUBLISH (QoS 1: until PUBACK) before the connection is deemed broken.
@@ -171,6 +173,7 @@ class UspAgent:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self._clock = clock
         self._state_path = state_path
         state = load_state(state_path) if state_path is not None else {}
         self.core = AgentCore(
@@ -193,6 +196,8 @@ class UspAgent:
         self.connected_at = 0.0  # wall clock of the last connection (subscribed)
         self.connected = asyncio.Event()
         self.last_backoff_s = 0.0
+        self._drop_window = clock() - 60.0
+        self._drops_logged = self._drops_unlogged = 0
         if bus is not None:
             bus.add_listener(self._on_event)
 
@@ -350,22 +355,29 @@ class UspAgent:
         response_topic = getattr(props, "ResponseTopic", None)
         payload = bytes(message.payload)
         if content_type is not None and content_type not in CONTENT_TYPES:
-            LOGGER.warning(
-                "usp: dropped a %d-byte PUBLISH on %s: Content Type %r is not usp.msg",
-                len(payload),
-                message.topic,
-                str(content_type)[:40],
-            )
+            outcome = f"dropped: Content Type {str(content_type)[:40]!r} is not usp.msg"
+            self._log_record(len(payload), str(message.topic), outcome)
             return
-        handled = self.core.handle(
-            bytes(payload), response_topic=response_topic, topic=str(message.topic)
-        )
-        level = logging.INFO if handled.outcome.startswith("answered") else logging.WARNING
-        LOGGER.log(
-            level, "usp: %d-byte record on %s: %s", len(payload), message.topic, handled.outcome
-        )
+        handled = self.core.handle(payload, response_topic=response_topic, topic=str(message.topic))
+        self._log_record(len(payload), str(message.topic), handled.outcome)
         for out in handled.replies:
             await self._publish(client, out)
+
+    def _log_record(self, size: int, topic: str, outcome: str) -> None:
+        """One line per record; drops at most DROP_LOG_PER_MINUTE a minute (a flood stays cheap)."""
+        if outcome.startswith(("answered", "ignored")):
+            LOGGER.info("usp: %d-byte record on %s: %s", size, topic, outcome)
+            return
+        now = self._clock()
+        if now - self._drop_window >= 60.0:
+            if self._drops_unlogged:
+                LOGGER.warning("usp: %d more records dropped unlogged", self._drops_unlogged)
+            self._drop_window, self._drops_logged, self._drops_unlogged = now, 0, 0
+        if self._drops_logged < DROP_LOG_PER_MINUTE:
+            self._drops_logged += 1
+            LOGGER.warning("usp: %d-byte record on %s: %s", size, topic, outcome)
+        else:
+            self._drops_unlogged += 1
 
     async def _publish(self, client: _Client, out: Outbound) -> None:
         props = mqtt_properties(PacketTypes.PUBLISH)
