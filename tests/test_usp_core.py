@@ -488,3 +488,20 @@ def test_a_flood_of_dropped_records_is_logged_a_few_lines_a_minute(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == DROP_LOG_PER_MINUTE + 2
     assert "30 more records dropped unlogged" in lines[-2]
+
+
+def test_connack_subscribe_topics_and_response_information() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+
+    from gatewayd.usp.agent import connack_topics, mqtt_properties
+
+    assert connack_topics(None, "usp/agent/box") == (["usp/agent/box"], "usp/agent/box")
+    connack = mqtt_properties(PacketTypes.CONNACK)
+    connack.UserProperty = [("subscribe-topic", "fleet/+/in"), ("other", "x"),
+                            ("subscribe-topic", "fleet/box/in")]  # fmt: skip
+    assert connack_topics(connack, "usp/agent/box") == (
+        ["fleet/+/in", "fleet/box/in", "usp/agent/box"],
+        "fleet/box/in",
+    )
+    connack.ResponseInformation = "replies/box"
+    assert connack_topics(connack, "usp/agent/box")[1] == "replies/box"

@@ -154,9 +154,19 @@ class _Client(aiomqtt.Client):
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
 
-def _user_properties(properties: Properties | None, name: str) -> list[str]:
+def connack_topics(properties: Properties | None, agent_topic: str) -> tuple[list[str], str]:
+    """What to subscribe to and our "reply to" topic, from CONNACK's properties.
+
+    Every ``subscribe-topic`` user property, and the profile's topic (R-MQTT.15); the reply
+    topic is CONNACK's Response Information (R-MQTT.21), else the first subscribed topic
+    that is not a filter (a Response Topic cannot hold wildcards).
+    """
     pairs = getattr(properties, "UserProperty", None) or []
-    return [str(value) for key, value in pairs if key == name]
+    pushed = [str(value) for key, value in pairs if key == "subscribe-topic"]
+    topics = list(dict.fromkeys([*pushed, agent_topic]))
+    plain = [t for t in topics if "+" not in t and "#" not in t]
+    reply = getattr(properties, "ResponseInformation", None) or plain[0]
+    return topics, str(reply)
 
 
 class UspAgent:
@@ -295,10 +305,7 @@ class UspAgent:
             socket_options=NO_DELAY,
         )
         async with client:
-            props = client.connack_properties
-            topics = list(
-                dict.fromkeys([*_user_properties(props, "subscribe-topic"), config.agent_topic])
-            )
+            topics, reply = connack_topics(client.connack_properties, config.agent_topic)
             granted = await client.subscribe([(t, 1) for t in topics])
             refused = [
                 t
@@ -310,10 +317,6 @@ class UspAgent:
                     f"subscription to {', '.join(refused)} refused (check "
                     "the broker's ACL for this box's certificate)"
                 )
-            # Our "reply to" topic (R-MQTT.21): CONNACK's Response Information, else a topic we
-            # subscribed to (not a filter: a Response Topic cannot hold wildcards).
-            plain = [t for t in topics if "+" not in t and "#" not in t]
-            reply = getattr(props, "ResponseInformation", None) or plain[0]
             self._client = client
             self.connections += 1
             self.connected_at = time.time()
