@@ -280,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tech-code", action="store_true", help="set the technician code (asked for, not echoed)"
     )
     provision.add_argument(
+        "--usp-cert", metavar="FILE", help="the box's USP (TR-369) TLS certificate, PEM"
+    )
+    provision.add_argument("--usp-key", metavar="FILE", help="the private key of --usp-cert")
+    provision.add_argument(
         "--force",
         action="store_true",
         help="replace an existing pepper (stored codes stop working)",
@@ -298,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     menu.add_argument(
         "--format", choices=("text", "dot", "mermaid"), default="text", help="default: text"
     )
+
+    advisor = add(
+        "advisor",
+        "a minimal USP controller: status, reset and watch boxes (needs the [usp] extra)",
+        "Talk to boxes as an operator's USP controller over MQTT 5 with mutual TLS.\n"
+        "`gatewayd advisor --help` lists its options and commands.",
+        "usage: gatewayd advisor --broker URL --endpoint-id ID --topic T [TLS options]\n"
+        "       status BOX | reset BOX --ticket T | watch [BOX...]",
+        cmd_advisor,
+    )
+    advisor.usage = "%(prog)s [--help] OPTIONS... status|reset|watch ..."
+    advisor.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="see above")
 
     dtmf = add(
         "dtmf",
@@ -325,7 +341,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
     """``gatewayd provision``: pepper, technician code, profile."""
     from gatewayd.provision import main as provision_main
 
-    return provision_main(
+    if (args.usp_cert is None) != (args.usp_key is None):
+        args.parser.error("--usp-cert and --usp-key go together")
+    code = provision_main(
         args.profile,
         etc_dir=args.etc_dir,
         state_dir=args.state_dir,
@@ -333,6 +351,24 @@ def cmd_provision(args: argparse.Namespace) -> int:
         tech_code=args.tech_code,
         force=args.force,
     )
+    if code != EXIT_OK or args.usp_cert is None:
+        return code
+    from gatewayd.usp.provision import provision_usp_identity
+
+    etc_dir = Path(args.etc_dir) if args.etc_dir else Path("/etc/gatewayd")
+    try:
+        cert, key = provision_usp_identity(Path(args.usp_cert), Path(args.usp_key), etc_dir)
+    except GatewaydError as exc:
+        return _fail("provision", exc, EXIT_FAILED)
+    print(f"USP identity installed: [usp] cert_file = {str(cert)!r}, key_file = {str(key)!r}")
+    return EXIT_OK
+
+
+def cmd_advisor(args: argparse.Namespace) -> int:
+    """``gatewayd advisor ...``: the minimal USP controller."""
+    from gatewayd.usp.advisor import main as advisor_main
+
+    return advisor_main(list(args.args))
 
 
 def cmd_menu(args: argparse.Namespace) -> int:
@@ -371,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gatewayd.line.modem_sim import main as modem_main
 
             return modem_main(words[2:])
-        args = parser.parse_args(argv)
+        if words[:1] == ["advisor"]:
+            # Its options come first and start with '-', which argparse.REMAINDER will not take.
+            return cmd_advisor(argparse.Namespace(args=words[1:]))
+        args = parser.parse_args(words)
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
         if handler is None:
             parser.print_help(sys.stderr)

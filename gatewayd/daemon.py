@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__
 from gatewayd.audio import AlsaPlayer, AudioClip, AudioOutput, Clip, ToneClip
@@ -69,6 +69,9 @@ from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
 
+if TYPE_CHECKING:  # the usp extra is imported only when the profile has [usp]
+    from gatewayd.usp.agent import UspAgent
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -98,6 +101,7 @@ class Daemon:
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         self._last_keys: list[str] = []
+        self._usp: UspAgent | None = None
 
     # --- life cycle ------------------------------------------------------------
 
@@ -138,6 +142,8 @@ class Daemon:
         if profile.console is not None:
             self._serial_console = self._make_serial_console(hasher)
             await self._serial_console.start()
+        if profile.usp is not None:
+            self._usp = self._start_usp(profile.usp)
         LOGGER.info(
             "gatewayd %s ready: profile %s (%s), state %s, sockets in %s",
             __version__,
@@ -163,6 +169,30 @@ class Daemon:
             self.bus,
             banner=f"gatewayd {__version__} technician console, board {self.profile.board.name}",
         )
+
+    def _start_usp(self, table: dict[str, object]) -> UspAgent | None:
+        """The TR-369 agent of ``[usp]``: one more client of the service, like the console.
+
+        A bad ``[usp]`` table stops the start (ProfileError); unusable TLS files only
+        disable management, so the subscriber keeps the service.
+        """
+        from gatewayd.usp import require_usp
+
+        require_usp()
+        from gatewayd.usp.agent import UspError, start_agent
+
+        try:
+            return start_agent(
+                table,
+                self.profile.source,
+                self,
+                self.bus,
+                self.state_dir,
+                model=self.profile.board.name,
+            )
+        except UspError as exc:
+            LOGGER.error("%s; the box runs without operator management", exc)
+            return None
 
     def _pepper(self) -> bytes:
         path = resolve_pepper_path(self.profile, self.state_dir)
@@ -207,6 +237,8 @@ class Daemon:
             self._player.close()
         for task in self._console_tasks:
             task.cancel()
+        if self._usp is not None:
+            await self._usp.close()
         if self._serial_console is not None:
             await self._serial_console.close()
         if self._control is not None:

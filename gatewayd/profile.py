@@ -405,6 +405,8 @@ class Profile:
     tones: dict[str, dict[str, object]] = field(hash=False)
     storage: StorageSection
     logging: LoggingSection
+    #: ``[usp]`` (TR-369 management), raw: validated by gatewayd.usp.config when the daemon starts.
+    usp: dict[str, object] | None = field(default=None, hash=False)
 
     @property
     def tone_plan(self) -> str:
@@ -492,6 +494,7 @@ _SECTIONS: Final = (
     "tones",
     "storage",
     "logging",
+    "usp",
 )
 
 
@@ -518,6 +521,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
     tones = _tones(root.child_or_empty("tones"))
     storage = _storage(root.child_or_empty("storage"), driver)
     logging_section = read(root.child_or_empty("logging"), LoggingSection)
+    usp_table = root.child("usp")
 
     problems.raise_if_any()
     if (
@@ -541,6 +545,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         tones=tones,
         storage=storage,
         logging=logging_section,
+        usp=dict(usp_table.data) if usp_table is not None else None,
     )
 
 
