@@ -122,7 +122,9 @@ def envelope(
     """What is said before a message: when it came, in the box's zone ``tz``, and from whom.
 
     ``received`` and ``now`` are aware datetimes (UTC in the index); ``caller`` is the
-    number, :data:`~gatewayd.events.WITHHELD`, or None when unknown.
+    number, :data:`~gatewayd.events.WITHHELD`, or None when unknown. The ids after
+    ``envelope_from`` say the caller's number: like a code's digits, they must not reach
+    events or logs above debug level (mask them, as :class:`~gatewayd.events.SpokenDigit`).
     """
     _check_language(language)
     for name, moment in (("received", received), ("now", now)):
