@@ -1,12 +1,15 @@
 """Benchmarks of the mailbox through the running daemon (sim profile; numbers go in README).
 
-    python3 bench/mailbox.py [latency|idle|all] [--calls 10] [--idle-seconds 30]
+    python3 bench/mailbox.py [latency|idle|listen|all] [--calls 10] [--idle-seconds 30]
 
 - latency: a caller leaves a message (``remote say``), hangs up; the time from the hang-up
   command being answered to the message being listed by ``messages --json`` on ctl.sock
   (goal <= 1 s); p50 and max over N calls.
 - idle: CPU and wake-ups of an idle daemon with an empty mailbox and with 30 stored
   messages (goal: unchanged, 0 wake-ups/s).
+- listen: with 30 messages stored, main menu ``1`` -> first audio of the summary (goal
+  <= 100 ms), a key during a message (replay) -> first audio of the message (p99 <= 40 ms),
+  and RSS with 30 messages against an empty mailbox (no message audio held).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.daemon import _proc_times
+from bench.daemon import FifoTap, _proc_times, first_sound
+from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.voicemail.messages import MessageStore
 from tests.daemon_process import REPO, DaemonProcess, make_profile
 
@@ -97,15 +101,80 @@ def bench_idle(seconds: float, messages: int) -> str:
     )
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def bench_listen(keys: int) -> list[str]:
+    catalogue = PromptCatalogue.load(default_audio_dir(), "fr")
+    with wave.open(str(CALLER_WAV), "rb") as wav:
+        message_start = first_sound(wav.readframes(wav.getnframes()))
+    summary_start = first_sound(catalogue.pcm("summary_you_have"))
+    with tempfile.TemporaryDirectory() as empty_name:
+        empty = Path(empty_name)
+        daemon = DaemonProcess(empty, make_profile(empty)).start()
+        assert daemon.proc is not None
+        rss_empty = _rss_mb(daemon.proc.pid)
+        daemon.stop()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        _fill(tmp / "state", 30)
+        tap = FifoTap(tmp / "tap.fifo")
+        profile = make_profile(
+            tmp, **{'playback = "null"': f"playback = \"file:FILE='{tap.path}',FORMAT=raw\""}
+        )
+        daemon = DaemonProcess(tmp, profile).start()
+        assert daemon.proc is not None
+        rss_full = _rss_mb(daemon.proc.pid)
+        try:
+            assert daemon.sim("handset offhook") == "ok"
+            assert daemon.sim("handset press 3103") == "ok"
+            start = tap.size()
+            sent = time.perf_counter()
+            assert daemon.sim("handset press 1") == "ok"
+            heard, _ = tap.wait_for(summary_start, start)
+            summary_ms = (heard - sent) * 1000
+            tap.wait_for(message_start, start, timeout=30)
+            latencies = []
+            for _ in range(keys):
+                start = tap.size()
+                sent = time.perf_counter()
+                assert daemon.sim("handset press 1") == "ok"  # replay, during the message
+                heard, _ = tap.wait_for(message_start, start)
+                latencies.append((heard - sent) * 1000)
+            rss_listening = _rss_mb(daemon.proc.pid)
+        finally:
+            daemon.stop()
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return [
+        f"| main menu 1 -> first audio of the summary, 30 messages | {summary_ms:.1f} ms "
+        f"| <= 100 ms: {'met' if summary_ms <= 100 else 'MISSED'} |",
+        f"| key during a message -> message audio ({keys} replays) | p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms | p99 <= 40 ms: {'met' if p99 <= 40 else 'MISSED'} |",
+        f"| RSS: empty mailbox / 30 messages / listening | {rss_empty:.1f} / {rss_full:.1f} / "
+        f"{rss_listening:.1f} MB | no message audio held beyond what plays |",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["latency", "idle", "all"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["latency", "idle", "listen", "all"]
+    )
+    parser.add_argument("--keys", type=int, default=50)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args()
     rows = []
     if args.what in ("latency", "all"):
         rows.append(bench_latency(args.calls))
+    if args.what in ("listen", "all"):
+        rows.extend(bench_listen(args.keys))
     if args.what in ("idle", "all"):
         rows.append(bench_idle(args.idle_seconds, 0))
         rows.append(bench_idle(args.idle_seconds, 30))

@@ -32,8 +32,10 @@ from gatewayd.events import (
     Hangup,
     LineEvent,
     LineFault,
+    MessageAudio,
     Notify,
     OwnGreeting,
+    PendingGreeting,
     Play,
     PlaybackDone,
     PlayTone,
@@ -334,7 +336,7 @@ class Daemon:
                     station.ring(on)
             case StartRecording():
                 assert self._mailbox is not None and self._line is not None
-                self._mailbox.start_recording(action, self._line.trunk())
+                self._mailbox.start_recording(action, self._line.trunk(), self._line.station())
             case StopRecording(reason=reason):
                 assert self._mailbox is not None
                 self._mailbox.stop_recording(reason)
@@ -352,11 +354,14 @@ class Daemon:
 
     def _pcm_of(self, prompt: PromptRef) -> bytes:
         assert self._prompts is not None and self._mailbox is not None
+        audio: bytes | None = None
         if isinstance(prompt, OwnGreeting):
-            own = self._mailbox.greeting_pcm()
-            if own is not None:
-                return own
-        return self._prompts.pcm_of(prompt)
+            audio = self._mailbox.greeting_pcm()
+        elif isinstance(prompt, PendingGreeting):
+            audio = self._mailbox.pending_greeting()
+        elif isinstance(prompt, MessageAudio):
+            audio = self._mailbox.message_pcm(prompt.message_id, prompt.start_s)
+        return audio if audio is not None else self._prompts.pcm_of(prompt)
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)

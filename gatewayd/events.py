@@ -175,7 +175,42 @@ class OwnGreeting:
         return "greeting_own"
 
 
-PromptRef = str | SpokenDigit | ComposedPrompt | OwnGreeting
+@dataclass(frozen=True)
+class PendingGreeting:
+    """The greeting just recorded, played back before the subscriber keeps it."""
+
+    def __str__(self) -> str:
+        return "greeting_new_audio"
+
+
+@dataclass(frozen=True)
+class MessageAudio:
+    """A stored message's audio from ``start_s`` seconds (played from the mailbox)."""
+
+    message_id: str
+    start_s: float = 0.0
+
+    def __str__(self) -> str:
+        return "message_audio"
+
+
+@dataclass(frozen=True)
+class MaskedPrompt:
+    """Fragments played back to back whose ids must not be shown (a caller's number).
+
+    Events, logs and the demo show only ``label``; the player resolves the fragments.
+    """
+
+    label: str
+    fragments: tuple[str, ...] = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+PromptRef = (
+    str | SpokenDigit | ComposedPrompt | OwnGreeting | PendingGreeting | MessageAudio | MaskedPrompt
+)
 
 
 @dataclass(frozen=True)
@@ -228,6 +263,8 @@ class StartRecording:
     silence_s: float
     min_s: float
     caller: str | None = field(default=None, repr=False)
+    #: Whose audio: the trunk caller's (a message, a remote greeting) or the handset's.
+    party: Party = "remote"
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gatewayd.events import LineEvent, RecordingEnded, StartRecording
 from gatewayd.eventtypes import Event
-from gatewayd.line.base import Trunk
+from gatewayd.line.base import AudioSink, Station, Trunk
 from gatewayd.voicemail.config import Mailbox
-from gatewayd.voicemail.messages import Message, MessageStore, StoreLimits
+from gatewayd.voicemail.messages import (
+    Message,
+    MessageError,
+    MessageStore,
+    StoreLimits,
+)
 from gatewayd.voicemail.recording import EndReason, RecorderSettings, Recording
 from gatewayd.voicemail.recording import start as start_recording
 from gatewayd.voicemail.repository import SecretsRepository
@@ -58,7 +64,8 @@ class MailboxService:
         self._publish = publish
         self._feed = feed
         self._recording: Recording | None = None
-        self._trunk: Trunk | None = None
+        self._source: Trunk | Station | None = None
+        self._pending_greeting: bytes | None = None
         self._recovered: list[str] = []
         limits = StoreLimits(
             min_message_s=settings.min_message_s,
@@ -103,14 +110,100 @@ class MailboxService:
         """The subscriber's greeting, or None (then the standard one plays)."""
         return self.store.greeting_pcm()
 
+    def counts(self) -> tuple[int, int]:
+        """New and saved messages."""
+        return self.store.counts()
+
+    def playlist(self) -> list[str]:
+        """New messages oldest first, then saved ones."""
+        return [m.id for m in self.store.list()]
+
+    def envelope(self, message_id: str) -> tuple[datetime, str | None, float]:
+        """Reception time (UTC), caller (None: unknown), length of a message."""
+        message = self.store.get(message_id)
+        return message.received_utc, message.caller, message.seconds
+
+    def playable(self, message_id: str) -> bool:
+        """Whether its audio is there and passes its checksum; a lost one is audited."""
+        try:
+            self.store.audio_path(message_id)
+        except (MessageError, KeyError) as exc:
+            LOGGER.error("mailbox: message %s cannot be played: %s", message_id, exc)
+            self._secrets.audit("message_dropped", "mailbox", id=message_id, reason="unplayable")
+            return False
+        return True
+
+    def message_pcm(self, message_id: str, start_s: float) -> bytes | None:
+        """A message's audio from ``start_s``; None if it cannot be read (logged)."""
+        try:
+            pcm = self.store.pcm(message_id)
+        except (MessageError, KeyError) as exc:
+            LOGGER.error("mailbox: message %s cannot be played: %s", message_id, exc)
+            return None
+        start = round(start_s * 8000) * 2
+        return pcm[start:]
+
+    def mark_saved(self, message_id: str) -> None:
+        """A new message heard or skipped becomes saved."""
+        message = self.store.get(message_id)
+        if message.folder != "saved":
+            self.store.mark_saved(message_id)
+            self._publish(
+                {
+                    "type": "message",
+                    "action": "saved",
+                    "id": message_id,
+                    "seconds": round(message.seconds, 1),
+                }
+            )
+            self._update_mwi()
+
+    def delete(self, message_id: str) -> None:
+        """Delete a message for good: audio and index entry."""
+        message = self.store.get(message_id)
+        self.store.delete(message_id)
+        self._publish(
+            {
+                "type": "message",
+                "action": "deleted",
+                "id": message_id,
+                "seconds": round(message.seconds, 1),
+            }
+        )
+        self._update_mwi()
+
+    def pending_greeting(self) -> bytes | None:
+        """The greeting just recorded, not yet kept."""
+        return self._pending_greeting
+
+    def keep_greeting(self) -> bool:
+        """Store the greeting just recorded (crash-safe); False if there is none or it fails."""
+        pcm, self._pending_greeting = self._pending_greeting, None
+        if pcm is None:
+            return False
+        try:
+            self.store.set_greeting(pcm)
+        except (OSError, ValueError) as exc:
+            LOGGER.error("mailbox: the greeting could not be stored: %s", exc)
+            return False
+        return True
+
+    def clear_greeting(self) -> None:
+        """Back to the standard greeting."""
+        self.store.clear_greeting()
+
     # --- recording -------------------------------------------------------------------
 
-    def start_recording(self, request: StartRecording, trunk: Trunk | None) -> None:
-        """Record the trunk's audio until the recorder ends it or :meth:`stop_recording`."""
+    def start_recording(
+        self, request: StartRecording, trunk: Trunk | None, station: Station | None
+    ) -> None:
+        """Record the party's audio until the recorder ends it or :meth:`stop_recording`."""
         if self._recording is not None:
             self.stop_recording("hangup")
-        if trunk is None:
-            LOGGER.error("mailbox: this line has no trunk to record from")
+        self._pending_greeting = None
+        source: Trunk | Station | None = trunk if request.party == "remote" else station
+        if source is None:
+            LOGGER.error("mailbox: this line has no %s audio to record", request.party)
             self._feed(RecordingEnded("error", kept=False))
             return
         settings = RecorderSettings(
@@ -125,8 +218,15 @@ class MailboxService:
             LOGGER.exception("mailbox: cannot start a recording in %s", self.store.directory)
             self._feed(RecordingEnded("error", kept=False))
             return
-        self._trunk = trunk
-        trunk.start_capture(self._on_audio)
+        self._source = source
+        if not _capture(source, self._on_audio):
+            LOGGER.error(
+                "mailbox: this line cannot record from the %s (no audio input)", request.party
+            )
+            self._recording.stop("error")
+            self._recording = None
+            self._source = None
+            self._feed(RecordingEnded("error", kept=False))
 
     def stop_recording(self, reason: EndReason) -> None:
         """End the recording in progress (``key``, ``hangup``); RecordingEnded follows."""
@@ -150,11 +250,17 @@ class MailboxService:
 
     def _finish(self, recording: Recording, reason: EndReason) -> None:
         self._recording = None
-        if self._trunk is not None:
-            self._trunk.stop_capture()
-            self._trunk = None
+        if self._source is not None:
+            self._source.stop_capture()
+            self._source = None
         result = recording.result
         assert result is not None
+        if recording.kind == "greeting":
+            # Kept only when the subscriber says so; a hang-up drops it (DESIGN §7.4).
+            self._pending_greeting = result.pcm if reason != "hangup" else None
+            kept = self._pending_greeting is not None
+            self._feed(RecordingEnded(reason, kept=kept, seconds=result.seconds))
+            return
         message = result.message
         if result.error is not None:
             LOGGER.error("mailbox: recording stopped by a write error: %s", result.error)
@@ -198,6 +304,14 @@ class MailboxService:
             if key in AUDIT_DETAILS
         }
         self._secrets.audit(STORE_AUDIT.get(what, "message_dropped"), "mailbox", **kept)
+
+
+def _capture(source: Trunk | Station, on_audio: AudioSink) -> bool:
+    """Start a capture on a trunk (always can) or a station (may have no input)."""
+    if isinstance(source, Station):
+        return source.start_capture(on_audio)
+    source.start_capture(on_audio)
+    return True
 
 
 def _listed(message: Message) -> dict[str, Any]:

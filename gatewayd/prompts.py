@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gatewayd.errors import ProfileError
-from gatewayd.events import ComposedPrompt, OwnGreeting, PromptRef, SpokenDigit
+from gatewayd.events import ComposedPrompt, MaskedPrompt, OwnGreeting, PromptRef, SpokenDigit
 from gatewayd.voicemail.config import Keys
 from gatewayd.voicemail.flow import announcements
 
@@ -242,12 +242,15 @@ class PromptCatalogue:
         """The PCM of a prompt reference: an id, a spoken digit, or a composed menu."""
         if isinstance(ref, SpokenDigit):
             return self.pcm(ref.prompt_id())
-        if isinstance(ref, ComposedPrompt):
+        if isinstance(ref, ComposedPrompt | MaskedPrompt):
             return b"".join(self.pcm(fragment) for fragment in ref.fragments)
         if isinstance(ref, OwnGreeting):
             # The daemon plays the subscriber's greeting from the mailbox; here, the standard one.
             return self.pcm("greeting_standard")
-        return self.pcm(ref)
+        if isinstance(ref, str):
+            return self.pcm(ref)
+        # Mailbox audio the daemon could not read (it logged why): a beep in its place.
+        return BEEP_PCM
 
     def compose_text(self, sentences: Sequence[Sequence[str]]) -> str:
         """What a composed prompt says, written: "Pour écouter vos messages, tapez 1. ..."

@@ -35,6 +35,17 @@ CHANGED = Keys(
     confirm_retry="3",
     back="#",
     end_entry="*",
+    personalise_greeting="0",
+    listen_replay="7",
+    listen_delete="8",
+    listen_keep="9",
+    listen_next="0",
+    listen_back="1",
+    listen_forward="2",
+    greeting_record="5",
+    greeting_default="6",
+    greeting_keep="7",
+    greeting_retry="4",
 )
 
 
@@ -185,7 +196,9 @@ def test_each_menu_says_the_keys_of_the_profile(tmp_path: Path, keys: Keys) -> N
         phone.spoken.clear()
         phone.press(keys.main_personalise)
         assert phone.spoken == _say(
-            ("say_code", spoken_key(keys.personalise_code)), ("say_back", spoken_key(keys.back))
+            ("say_greeting", spoken_key(keys.personalise_greeting)),
+            ("say_code", spoken_key(keys.personalise_code)),
+            ("say_back", spoken_key(keys.back)),
         )
         phone.spoken.clear()
         phone.press(keys.back)

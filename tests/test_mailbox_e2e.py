@@ -197,3 +197,111 @@ def test_a_kill_during_a_recording_keeps_what_was_said(tmp_path: Path) -> None:
         assert "message_recovered" in daemon.ctl("audit 5")
     finally:
         daemon.stop()
+
+
+def test_a_subscribers_day_two_messages_heard_deleted_and_kept(tmp_path: Path) -> None:
+    """Two callers leave messages; the subscriber lifts the handset (message-waiting tone),
+    hears "deux nouveaux messages", the first envelope and the message itself (the bytes
+    that reached ALSA), deletes it, keeps the second; the dial tone is plain again."""
+    tap = tmp_path / "tap.raw"
+    profile = make_profile(
+        tmp_path,
+        **QUICK_SILENCE,
+        **{'playback = "null"': f"playback = \"file:FILE='{tap}',FORMAT=raw\""},
+    )
+    daemon = DaemonProcess(tmp_path, profile).start()
+    try:
+        leave_message(daemon, CALLER_WAV)
+        leave_message(daemon, CALLER_WAV)
+        [first, second] = stored(daemon)
+        events = daemon.events()
+        mark = events.mark()
+        assert daemon.sim("handset offhook") == "ok"
+        assert events.wait_for(lambda e: e["type"] == "tone", after=mark)["name"] == "mwi"
+        assert daemon.sim("handset press 3103") == "ok"
+        events.wait_for(lambda e: e.get("state") == "main_menu", after=mark)
+        start = tap.stat().st_size
+        assert daemon.sim("handset press 1") == "ok"
+        audio = events.wait_for(lambda e: e.get("id") == "message_audio", after=mark)
+        said = [
+            e["id"] for e in events.items[mark : events.index_of(audio)] if e["type"] == "prompt"
+        ]
+        at = said.index("summary_you_have")  # "Vous avez deux nouveaux messages."
+        assert said[at : at + 3] == ["summary_you_have", "digit_2", "summary_new_many"]
+        assert "envelope_received" in said and "0612345678" not in json.dumps(events.items)
+        menu = events.wait_for(lambda e: e.get("id") == "listen_menu", after=mark, timeout=40)
+        kept = read_wav_pcm(daemon.state_dir / "messages" / f"{first['id']}.wav")
+        heard = tap.read_bytes()[start:]
+        assert kept[:8000] in heard  # the message itself reached the line
+        status = json.loads(daemon.ctl("status --json"))
+        assert status["messages_new"] == 1  # the first was heard: saved
+        mark = events.index_of(menu) + 1
+        assert daemon.sim("handset press 2") == "ok"  # delete it
+        deleted = events.wait_for(lambda e: e["type"] == "message", after=mark)
+        assert (deleted["action"], deleted["id"]) == ("deleted", first["id"])
+        assert not (daemon.state_dir / "messages" / f"{first['id']}.wav").exists()
+        menu = events.wait_for(
+            lambda e: e.get("id") == "listen_menu", after=events.index_of(deleted), timeout=40
+        )
+        assert daemon.sim("handset press 3") == "ok"  # keep the second
+        events.wait_for(
+            lambda e: e.get("id") == "no_more_new", after=events.index_of(menu), timeout=20
+        )
+        assert daemon.sim("handset onhook") == "ok"
+        assert [m["id"] for m in stored(daemon)] == [second["id"]]
+        assert stored(daemon)[0]["folder"] == "saved"
+        assert json.loads(daemon.ctl("status --json"))["mwi"] == "off"
+        mark = events.mark()
+        assert daemon.sim("handset offhook") == "ok"
+        assert events.wait_for(lambda e: e["type"] == "tone", after=mark)["name"] == "dial"
+        # Resets keep the messages: the new code opens them.
+        assert daemon.ctl("reset --yes").startswith("ok")
+        assert len(stored(daemon)) == 1
+    finally:
+        daemon.stop()
+
+
+def test_the_subscriber_records_a_greeting_and_callers_hear_it(tmp_path: Path) -> None:
+    """Personalise, "Votre annonce", record after the beep (the handset speaks), hear it
+    back, keep it; the next caller hears it instead of the standard greeting."""
+    tap = tmp_path / "tap.raw"
+    profile = make_profile(
+        tmp_path,
+        **QUICK_SILENCE,
+        **{'playback = "null"': f"playback = \"file:FILE='{tap}',FORMAT=raw\""},
+    )
+    daemon = DaemonProcess(tmp_path, profile).start()
+    try:
+        events = daemon.events()
+        assert daemon.sim("handset offhook") == "ok"
+        assert daemon.sim("handset press 3103") == "ok"
+        assert daemon.sim("handset press 3") == "ok"
+        assert daemon.sim("handset press 1") == "ok"  # votre annonce
+        menu = events.wait_for(lambda e: e.get("id") == "greeting_menu_standard", timeout=30)
+        assert daemon.sim("handset press 1") == "ok"  # record
+        beep = events.wait_for(lambda e: e.get("id") == "beep", after=events.index_of(menu))
+        events.wait_for(lambda e: e["type"] == "prompt_end", after=events.index_of(beep) + 1)
+        assert daemon.sim(f"handset say {CALLER_WAV}") == "ok"
+        assert daemon.sim("handset press #") == "ok"
+        back = events.wait_for(lambda e: e.get("id") == "greeting_new_audio", timeout=20)
+        confirm = events.wait_for(
+            lambda e: e.get("id") == "greeting_confirm_menu", after=events.index_of(back)
+        )
+        assert daemon.sim("handset press 1") == "ok"  # keep it
+        events.wait_for(lambda e: e.get("id") == "greeting_saved", after=events.index_of(confirm))
+        assert daemon.sim("handset onhook") == "ok"
+        greeting = read_wav_pcm(daemon.state_dir / "greetings" / "greeting.wav")
+        spoke_at = greeting.find(speech()[: RATE // 5 * 2])
+        assert spoke_at >= 0 and speech().startswith(greeting[spoke_at:])
+        # A caller now hears the subscriber's own greeting, then the beep.
+        mark = events.mark()
+        start = tap.stat().st_size
+        assert daemon.sim("remote call") == "ok"
+        own = events.wait_for(lambda e: e.get("id") == "greeting_own", after=mark)
+        events.wait_for(lambda e: e.get("id") == "beep", after=events.index_of(own))
+        assert daemon.sim("remote hangup") == "ok"
+        assert daemon.stop() == 0
+        assert greeting[spoke_at : spoke_at + 8000] in tap.read_bytes()[start:]
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()

@@ -173,7 +173,8 @@ def test_menus_name_the_default_keys() -> None:
         "Pour écouter vos messages, tapez 1. Pour personnaliser votre messagerie, tapez 3."
     )
     assert said(catalogue, "personalise_menu") == (
-        "Pour votre code secret, tapez 2. Pour revenir au menu précédent, tapez étoile."
+        "Pour votre annonce, tapez 1. Pour votre code secret, tapez 2. "
+        "Pour revenir au menu précédent, tapez étoile."
     )
     assert said(catalogue, "code_confirm_menu") == (
         "Si ce code vous convient, tapez 1. Pour composer un autre code, tapez 2."

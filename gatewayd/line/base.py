@@ -42,7 +42,8 @@ class Station:
     """The subscriber's handset side of a line: hook and keys come in as events.
 
     May override: :meth:`ring` (a station that can be rung on request),
-    :meth:`audio_output` (a station with its own audio path; None plays through ALSA).
+    :meth:`audio_output` (a station with its own audio path; None plays through ALSA),
+    :meth:`start_capture`/:meth:`stop_capture` (a station whose microphone can be recorded).
     """
 
     def ring(self, on: bool) -> None:
@@ -52,6 +53,16 @@ class Station:
     def audio_output(self) -> AudioOutput | None:
         """Where prompts and tones for the handset are played; None: the ALSA player."""
         return None
+
+    def start_capture(self, on_audio: AudioSink) -> bool:
+        """Deliver the handset microphone's audio to ``on_audio`` (recording a greeting).
+
+        False when this station has no audio input the service can record from.
+        """
+        return False
+
+    def stop_capture(self) -> None:
+        """Stop delivering the handset's audio; safe when not capturing."""
 
 
 class Trunk:

@@ -93,9 +93,10 @@ class SimLine(LineDriver):
         self._remote_state = "idle"
         self._ring_task: asyncio.Task[None] | None = None
         self._call_settled: asyncio.Future[str | None] | None = None
-        self._capture: AudioSink | None = None
-        self._line_task: asyncio.Task[None] | None = None  # the line's silence while capturing
-        self._saying = False
+        # Who captures each party's voice; the silence sent while they do not speak.
+        self._captures: dict[Party, AudioSink] = {}
+        self._line_tasks: dict[Party, asyncio.Task[None]] = {}
+        self._saying: set[Party] = set()
         self._key_locks: dict[Party, asyncio.Lock] = {}
         self._say_lock = asyncio.Lock()
         self._station = _SimStation(self)
@@ -112,31 +113,33 @@ class SimLine(LineDriver):
     async def _start(self) -> None:
         await self._socket.start()
 
-    def start_capture(self, on_audio: AudioSink) -> None:
-        """The caller's audio goes to ``on_audio`` from now on: ``remote say``, else silence.
+    def start_capture(self, on_audio: AudioSink, party: Party = "remote") -> None:
+        """The caller's (or handset's) audio goes to ``on_audio``: ``say``, else silence.
 
         A real line never stops delivering audio while a call is up: between ``say``
-        commands the caller is silent, and the capture hears that silence in real time.
+        commands the party is silent, and the capture hears that silence in real time.
         """
-        self._capture = on_audio
-        if self._line_task is None or self._line_task.done():
-            self._line_task = asyncio.get_running_loop().create_task(self._silent_line())
+        self._captures[party] = on_audio
+        task = self._line_tasks.get(party)
+        if task is None or task.done():
+            loop = asyncio.get_running_loop()
+            self._line_tasks[party] = loop.create_task(self._silent_line(party))
 
-    def stop_capture(self) -> None:
-        """The caller's audio is dropped from now on."""
-        self._capture = None
-        if self._line_task is not None:
-            self._line_task.cancel()
-            self._line_task = None
+    def stop_capture(self, party: Party = "remote") -> None:
+        """The caller's (or handset's) audio is dropped from now on."""
+        self._captures.pop(party, None)
+        task = self._line_tasks.pop(party, None)
+        if task is not None:
+            task.cancel()
 
-    async def _silent_line(self) -> None:
+    async def _silent_line(self, party: Party) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         index = 0
         silence = bytes(PERIOD_BYTES)
-        while self._capture is not None:
-            if not self._saying:
-                self._capture(silence)
+        while (sink := self._captures.get(party)) is not None:
+            if party not in self._saying:
+                sink(silence)
             index += 1
             await asyncio.sleep(max(0.0, start + index * PERIOD_S - loop.time()))
 
@@ -188,10 +191,16 @@ class SimLine(LineDriver):
         party, action, args = words[0], words[1] if len(words) > 1 else "", words[2:]
         try:
             if party == "handset":
+                if action == "say":  # the subscriber speaks into the handset (a greeting)
+                    return await self._say(
+                        "handset", line.split(None, 2)[2] if len(words) > 2 else ""
+                    )
                 return await self._handset(action, args)
             if party == "remote":
                 if action == "say":  # the path may hold spaces: it is the rest of the line
-                    return await self._say(line.split(None, 2)[2] if len(words) > 2 else "")
+                    return await self._say(
+                        "remote", line.split(None, 2)[2] if len(words) > 2 else ""
+                    )
                 return await self._remote(action, args)
         except _SimError as exc:
             return f"error {exc}"
@@ -257,12 +266,21 @@ class SimLine(LineDriver):
             raise _SimError(f"unknown remote action {action[:32]!r}: call, press, say, hangup")
         return "ok"
 
-    async def _say(self, argument: str) -> str:
+    def _speaking(self, party: Party) -> bool:
+        if party == "handset":
+            return self._handset_off
+        return self._remote_state in ("connected", "handset")
+
+    async def _say(self, party: Party, argument: str) -> str:
         path = Path(argument.strip())
         if not argument.strip():
-            raise _SimError("remote say takes one argument: PATH of an 8 kHz 16-bit mono WAV")
-        if self._remote_state not in ("connected", "handset"):
-            raise _SimError("no remote call connected (remote call first)")
+            raise _SimError(f"{party} say takes one argument: PATH of an 8 kHz 16-bit mono WAV")
+        if not self._speaking(party):
+            raise _SimError(
+                "lift the handset first (handset offhook)"
+                if party == "handset"
+                else "no remote call connected (remote call first)"
+            )
         try:
             pcm = await asyncio.to_thread(read_wav, path, max_seconds=MAX_SAY_S)
         except WavError as exc:
@@ -270,18 +288,18 @@ class SimLine(LineDriver):
         async with self._say_lock:  # two say commands never mix their audio
             loop = asyncio.get_running_loop()
             start = loop.time()
-            self._saying = True
+            self._saying.add(party)
             try:
                 for index, offset in enumerate(range(0, len(pcm), PERIOD_BYTES)):
-                    if self._remote_state not in ("connected", "handset"):
-                        raise _SimError("the remote call ended while the audio was being sent")
-                    sink = self._capture
+                    if not self._speaking(party):
+                        raise _SimError(f"the {party} hung up while the audio was being sent")
+                    sink = self._captures.get(party)
                     if sink is not None:
                         sink(pcm[offset : offset + PERIOD_BYTES])
                     # Paced against the start, so the stream never drifts from real time.
                     await asyncio.sleep(max(0.0, start + (index + 1) * PERIOD_S - loop.time()))
             finally:
-                self._saying = False
+                self._saying.discard(party)
         return "ok"
 
     async def _press(self, party: Party, args: list[str]) -> None:
@@ -340,13 +358,21 @@ class SimLine(LineDriver):
 
 
 class _SimStation(Station):
-    """The sim handset: its ringing is shown in ``status`` (``station_ringing``)."""
+    """The sim handset: its ringing is shown in ``status`` (``station_ringing``); it speaks
+    with ``handset say PATH``."""
 
     def __init__(self, line: SimLine) -> None:
         self._line = line
 
     def ring(self, on: bool) -> None:
         self._line._ring_station(on)
+
+    def start_capture(self, on_audio: AudioSink) -> bool:
+        self._line.start_capture(on_audio, "handset")
+        return True
+
+    def stop_capture(self) -> None:
+        self._line.stop_capture("handset")
 
 
 def _caller_id(number: str) -> str:

@@ -50,6 +50,14 @@ class State(StrEnum):
     GREETING = "greeting"
     #: The beep, then the caller's message is recorded.
     RECORDING = "recording"
+    #: A message plays (its envelope, its audio), then what to do with it.
+    LISTENING = "listening"
+    #: "Votre annonce": the current greeting, record a new one, back to the standard one.
+    GREETING_MENU = "greeting_menu"
+    #: The beep, then the subscriber's new greeting is recorded.
+    GREETING_RECORD = "greeting_record"
+    #: The new greeting is played back: keep it, or record it again.
+    GREETING_CONFIRM = "greeting_confirm"
 
 
 class Cond(StrEnum):
@@ -60,6 +68,8 @@ class Cond(StrEnum):
     CODE_SET = "a code is set"
     NO_CODE = "no code yet"
     OWN_GREETING = "own greeting recorded"
+    #: Only a message that is playing can be moved in (back/forward 5 s).
+    MESSAGE_PLAYING = "the message is playing"
 
 
 class Do(StrEnum):
@@ -73,6 +83,16 @@ class Do(StrEnum):
     RETRY_CODE = "key another code"
     CHECK_CODE = "check the code"
     NEW_CODE = "read the new code back"
+    REPLAY = "hear the message again"
+    DELETE = "delete the message"
+    KEEP = "keep the message, next"
+    NEXT = "next message"
+    REWIND = "back 5 s"
+    FAST_FORWARD = "forward 5 s"
+    RECORD_GREETING = "record a greeting"
+    STANDARD_GREETING = "back to the standard greeting"
+    KEEP_GREETING = "keep the new greeting"
+    RETRY_GREETING = "record the greeting again"
     BEEP = "skip to the beep"
     ASK_CODE = "ask for the code"
     END_RECORDING = "end the message"
@@ -183,6 +203,7 @@ MENUS: dict[State, Menu] = {
         State.PERSONALISE_MENU,
         variants=(Variant("personalise_menu"),),
         options=(
+            Option("personalise_greeting", "say_greeting", go=State.GREETING_MENU),
             Option(
                 "personalise_code",
                 "say_code",
@@ -217,6 +238,56 @@ MENUS: dict[State, Menu] = {
             Option("confirm_retry", "say_confirm_retry", do=Do.RETRY_CODE),
         ),
         back=State.CODE_MENU,
+    ),
+    State.LISTENING: Menu(
+        State.LISTENING,
+        variants=(Variant("listen_menu"),),
+        options=(
+            Option("listen_replay", "say_replay", do=Do.REPLAY),
+            Option("listen_delete", "say_delete", do=Do.DELETE),
+            Option("listen_keep", "say_keep", do=Do.KEEP),
+            Option("listen_next", "say_next", do=Do.NEXT),
+            Option("listen_back", None, do=Do.REWIND, when=Cond.MESSAGE_PLAYING),
+            Option("listen_forward", None, do=Do.FAST_FORWARD, when=Cond.MESSAGE_PLAYING),
+        ),
+        back=State.MAIN_MENU,
+        back_say="say_main_menu",
+    ),
+    State.GREETING_MENU: Menu(
+        State.GREETING_MENU,
+        variants=(
+            Variant("greeting_menu_own", intro=("greeting_yours",), when=Cond.OWN_GREETING),
+            Variant("greeting_menu_standard", intro=("greeting_is_standard",)),
+        ),
+        options=(
+            Option("greeting_record", "say_greeting_record", do=Do.RECORD_GREETING),
+            Option(
+                "greeting_default",
+                "say_greeting_default",
+                do=Do.STANDARD_GREETING,
+                when=Cond.OWN_GREETING,
+            ),
+        ),
+        back=State.PERSONALISE_MENU,
+        back_say="say_back",
+    ),
+    State.GREETING_RECORD: Menu(
+        State.GREETING_RECORD,
+        variants=(Variant("beep"),),
+        options=(Option("end_recording", None, do=Do.END_RECORDING),),
+        back=None,
+        on_timeout=Timeout.NONE,
+        announced=False,
+        other_keys=OtherKeys.IGNORED,
+    ),
+    State.GREETING_CONFIRM: Menu(
+        State.GREETING_CONFIRM,
+        variants=(Variant("greeting_confirm_menu", intro=("greeting_new",)),),
+        options=(
+            Option("greeting_keep", "say_greeting_keep", do=Do.KEEP_GREETING),
+            Option("greeting_retry", "say_greeting_retry", do=Do.RETRY_GREETING),
+        ),
+        back=State.GREETING_MENU,
     ),
     State.GREETING: Menu(
         State.GREETING,
@@ -266,7 +337,7 @@ ENTRIES: dict[State, Entry] = {
 #: Where each engine action leads (what ``gatewayd menu`` draws; a test runs each one and
 #: checks the engine lands there).
 LEADS_TO: dict[Do, tuple[State, ...]] = {
-    Do.LISTEN: (State.MAIN_MENU,),
+    Do.LISTEN: (State.LISTENING, State.MAIN_MENU),
     Do.CREATE_CODE: (State.CODE_ENTRY,),
     Do.MODIFY_CODE: (State.CODE_ENTRY,),
     Do.TOGGLE_PROTECTION: (State.CODE_MENU,),
@@ -274,9 +345,25 @@ LEADS_TO: dict[Do, tuple[State, ...]] = {
     Do.RETRY_CODE: (State.CODE_ENTRY,),
     Do.CHECK_CODE: (State.MAIN_MENU, State.CODE_CHECK, State.ENDING),
     Do.NEW_CODE: (State.CODE_CONFIRM, State.CODE_ENTRY, State.CODE_MENU),
+    Do.REPLAY: (State.LISTENING,),
+    Do.DELETE: (State.LISTENING, State.MAIN_MENU),
+    Do.KEEP: (State.LISTENING, State.MAIN_MENU),
+    Do.NEXT: (State.LISTENING, State.MAIN_MENU),
+    Do.REWIND: (State.LISTENING,),
+    Do.FAST_FORWARD: (State.LISTENING,),
+    Do.RECORD_GREETING: (State.GREETING_RECORD,),
+    Do.STANDARD_GREETING: (State.GREETING_MENU,),
+    Do.KEEP_GREETING: (State.GREETING_MENU,),
+    Do.RETRY_GREETING: (State.GREETING_RECORD,),
     Do.BEEP: (State.RECORDING, State.ENDING),
     Do.ASK_CODE: (State.CODE_CHECK, State.RECORDING, State.ENDING),
-    Do.END_RECORDING: (State.RECORDING, State.ENDING),
+    Do.END_RECORDING: (
+        State.RECORDING,
+        State.GREETING_RECORD,
+        State.GREETING_CONFIRM,
+        State.GREETING_MENU,
+        State.ENDING,
+    ),
 }
 
 #: States in which keys may be code digits: events show them as "masked". The ending

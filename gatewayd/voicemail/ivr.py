@@ -27,23 +27,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
+import gatewayd.voicemail.spoken as spoken
 from gatewayd.errors import PolicyError
 from gatewayd.events import (
     Action,
     Answer,
     CancelTimer,
+    ComposedPrompt,
     Digit,
     Flash,
     Hangup,
     LineEvent,
     LineFault,
+    MaskedPrompt,
+    MessageAudio,
     Notify,
     OffHook,
     OnHook,
     OwnGreeting,
     Party,
+    PendingGreeting,
     Play,
     PlaybackDone,
     PlayTone,
@@ -66,6 +72,7 @@ from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.flow import (
     ENTRIES,
     MENUS,
+    PRESS,
     SECRET_STATES,
     Cond,
     Do,
@@ -77,6 +84,7 @@ from gatewayd.voicemail.flow import (
     bad_length_prompt,
     choose,
     entry_prompt,
+    key_fragment,
     menu_prompt,
     variant,
 )
@@ -91,6 +99,10 @@ MENU_TIMER = "menu"
 TIMER_SLACK_S = 0.005
 #: A digit buffer never grows past this: an over-long entry is just "bad length".
 MAX_ENTRY_KEYS = 16
+#: Back / forward in a message (DESIGN §7.3).
+SEEK_S = 5.0
+#: A greeting shorter than this (after trimming silence) is not kept.
+GREETING_MIN_S = 1.0
 
 
 # --- per-flow context -------------------------------------------------------------
@@ -137,7 +149,29 @@ class Message:
     recording: bool = False
 
 
-Flow = Dialing | CodeCheck | NewCode | Incoming | Message
+@dataclass
+class Listening:
+    """The messages being listened to: the playlist, which one, where its audio is."""
+
+    playlist: list[str]
+    index: int = 0
+    offset_s: float = 0.0  # where in the message its audio (re)started
+    started_at: float | None = None  # the clock when it did; None while it does not play
+
+    @property
+    def current(self) -> str:
+        """The message id in hand."""
+        return self.playlist[self.index]
+
+
+@dataclass
+class GreetingRecording:
+    """The subscriber recording a new greeting."""
+
+    recording: bool = False
+
+
+Flow = Dialing | CodeCheck | NewCode | Incoming | Message | Listening | GreetingRecording
 
 
 class MailboxView(Protocol):
@@ -155,6 +189,38 @@ class MailboxView(Protocol):
         """Whether the subscriber recorded their own greeting."""
         ...
 
+    def counts(self) -> tuple[int, int]:
+        """New and saved messages."""
+        ...
+
+    def playlist(self) -> list[str]:
+        """Message ids to listen to: new ones oldest first, then saved ones."""
+        ...
+
+    def envelope(self, message_id: str) -> tuple[datetime, str | None, float]:
+        """When a message was received (UTC), its caller (None: unknown), its length (s)."""
+        ...
+
+    def playable(self, message_id: str) -> bool:
+        """Whether the message's audio is there and passes its checksum (else: audited)."""
+        ...
+
+    def mark_saved(self, message_id: str) -> None:
+        """A new message heard or skipped becomes saved."""
+        ...
+
+    def delete(self, message_id: str) -> None:
+        """Delete the message for good: its audio and its index entry."""
+        ...
+
+    def keep_greeting(self) -> bool:
+        """Store the greeting just recorded as the subscriber's; False if it could not be."""
+        ...
+
+    def clear_greeting(self) -> None:
+        """Back to the standard greeting."""
+        ...
+
 
 class NoMailbox:
     """A mailbox with nothing in it (tests and boxes without a message store)."""
@@ -170,6 +236,35 @@ class NoMailbox:
     def has_greeting(self) -> bool:
         """No own greeting."""
         return False
+
+    def counts(self) -> tuple[int, int]:
+        """None."""
+        return (0, 0)
+
+    def playlist(self) -> list[str]:
+        """Nothing to hear."""
+        return []
+
+    def envelope(self, message_id: str) -> tuple[datetime, str | None, float]:
+        """There is no message."""
+        raise KeyError(message_id)
+
+    def playable(self, message_id: str) -> bool:
+        """Nothing is."""
+        return False
+
+    def mark_saved(self, message_id: str) -> None:
+        """Nothing to mark."""
+
+    def delete(self, message_id: str) -> None:
+        """Nothing to delete."""
+
+    def keep_greeting(self) -> bool:
+        """Nowhere to keep it."""
+        return False
+
+    def clear_greeting(self) -> None:
+        """Nothing to clear."""
 
 
 @dataclass
@@ -195,7 +290,9 @@ class Ivr:
         config: VoicemailConfig,
         clock: Callable[[], float],
         mailbox: MailboxView | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._wall_clock = wall_clock
         self._service = service
         self._config = config
         self._mailbox: MailboxView = mailbox or NoMailbox()
@@ -214,6 +311,16 @@ class Ivr:
             Do.TOGGLE_PROTECTION: self._toggle_protection,
             Do.KEEP_CODE: self._keep_code,
             Do.RETRY_CODE: self._retry_code,
+            Do.REPLAY: lambda call: self._message(call, envelope=False),
+            Do.DELETE: self._delete_message,
+            Do.KEEP: self._keep_message,
+            Do.NEXT: self._next_message,
+            Do.REWIND: lambda call: self._seek(call, -SEEK_S),
+            Do.FAST_FORWARD: lambda call: self._seek(call, SEEK_S),
+            Do.RECORD_GREETING: self._record_greeting,
+            Do.STANDARD_GREETING: self._standard_greeting,
+            Do.KEEP_GREETING: self._keep_greeting,
+            Do.RETRY_GREETING: self._record_greeting,
             Do.BEEP: self._skip_to_beep,
             Do.ASK_CODE: self._ask_code,
             Do.END_RECORDING: self._end_recording,
@@ -250,6 +357,9 @@ class Ivr:
             facts.add(Cond.MAILBOX)
         if self._mailbox.has_greeting():
             facts.add(Cond.OWN_GREETING)
+        call = self._call
+        if call is not None and isinstance(call.flow, Listening) and call.flow.started_at:
+            facts.add(Cond.MESSAGE_PLAYING)
         return frozenset(facts)
 
     # --- the engine --------------------------------------------------------------
@@ -383,7 +493,7 @@ class Ivr:
             return
         for name in list(self._deadlines):
             self._cancel_timer(name)
-        if isinstance(call.flow, Message) and call.flow.recording:
+        if isinstance(call.flow, Message | GreetingRecording) and call.flow.recording:
             # Hang-up, line fault or an error: what the caller said so far is kept.
             self._out.append(StopRecording("hangup"))
         self._call = None  # drops any pending, unconfirmed code with it
@@ -578,8 +688,172 @@ class Ivr:
         self._notify({"type": "protection", "state": "on" if on else "off"})
         self._announce(("protection_on" if on else "protection_off",), then=State.CODE_MENU)
 
+    # --- listening (DESIGN §7.3) ---------------------------------------------------------
+
     def _listen(self, call: _Call) -> None:
-        self._announce(("no_messages",), then=State.MAIN_MENU)
+        new, saved = self._mailbox.counts()
+        said = spoken.summary(new, saved, self._config.language)
+        playlist = self._mailbox.playlist()
+        if not playlist:
+            return self._announce(said, then=State.MAIN_MENU)
+        call.flow = Listening(playlist)
+        call.state = State.LISTENING
+        call.replays = 0
+        self._notify({"type": "menu", "state": str(State.LISTENING)})
+        self._message(call, before=said)
+
+    def _message(
+        self,
+        call: _Call,
+        before: tuple[PromptRef, ...] = (),
+        *,
+        envelope: bool = True,
+        offset_s: float = 0.0,
+    ) -> None:
+        """Play the message in hand (its envelope first), then its menu; skip a lost one."""
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        listening.started_at = None
+        while listening.index < len(listening.playlist):
+            if self._mailbox.playable(listening.current):
+                break
+            before = (*before, "message_unavailable")  # vanished or corrupt: audited
+            listening.playlist.pop(listening.index)
+        else:
+            return self._announce(
+                (*before, *spoken.no_more_new(self._config.language)), then=State.MAIN_MENU
+            )
+        said = before
+        if envelope:
+            said = (*said, *self._envelope(listening.current))
+        listening.offset_s = offset_s
+        if said:
+            self._play(said, then=self._message_audio)
+        else:
+            self._message_audio()
+
+    def _envelope(self, message_id: str) -> tuple[PromptRef, ...]:
+        """When the message came and from whom; the caller's number is never shown."""
+        received, caller, _ = self._mailbox.envelope(message_id)
+        said = spoken.envelope(
+            received,
+            caller,
+            self._config.mailbox.timezone,
+            self._config.language,
+            self._wall_clock(),
+        )
+        if "envelope_from" not in said:
+            return said
+        cut = said.index("envelope_from") + 1
+        number = said[cut:]
+        return (*said[:cut], MaskedPrompt("caller_number", number)) if number else said
+
+    def _message_audio(self) -> None:
+        call = self._require_call()
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        listening.started_at = self._clock()
+        message = MessageAudio(listening.current, listening.offset_s)
+        self._play((message,), then=self._message_heard)
+
+    def _message_heard(self) -> None:
+        call = self._require_call()
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        listening.started_at = None
+        self._mailbox.mark_saved(listening.current)  # heard: a new message becomes saved
+        self._prompt(State.LISTENING)
+
+    def _seek(self, call: _Call, seconds: float) -> None:
+        listening = call.flow
+        assert isinstance(listening, Listening) and listening.started_at is not None
+        position = listening.offset_s + self._clock() - listening.started_at + seconds
+        _, _, length = self._mailbox.envelope(listening.current)
+        if position >= length:
+            return self._message_heard()
+        self._message(call, envelope=False, offset_s=max(0.0, position))
+
+    def _after_message(self, call: _Call, said: tuple[PromptRef, ...]) -> None:
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        if listening.index >= len(listening.playlist):
+            no_more = spoken.no_more_new(self._config.language)
+            return self._announce((*said, *no_more), then=State.MAIN_MENU)
+        self._message(call, before=said)
+
+    def _delete_message(self, call: _Call) -> None:
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        self._mailbox.delete(listening.playlist.pop(listening.index))
+        self._after_message(call, ("message_deleted",))
+
+    def _keep_message(self, call: _Call) -> None:
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        self._mailbox.mark_saved(listening.current)
+        listening.index += 1
+        self._after_message(call, ("message_kept",))
+
+    def _next_message(self, call: _Call) -> None:
+        listening = call.flow
+        assert isinstance(listening, Listening)
+        self._mailbox.mark_saved(listening.current)  # skipped: saved too (DESIGN §7.3)
+        listening.index += 1
+        self._after_message(call, ())
+
+    # --- the greeting (DESIGN §7.4) -------------------------------------------------------
+
+    def _record_greeting(self, call: _Call) -> None:
+        call.flow = GreetingRecording()
+        call.state = State.GREETING_RECORD
+        self._notify({"type": "menu", "state": str(State.GREETING_RECORD)})
+        finish = ComposedPrompt(
+            "greeting_record_prompt",
+            (
+                ("greeting_record_after_beep",),
+                ("say_end_greeting", PRESS, key_fragment(self._keys.end_recording)),
+            ),
+        )
+        self._play((finish, "beep"), then=self._start_greeting_recording)
+
+    def _start_greeting_recording(self) -> None:
+        call = self._require_call()
+        flow = call.flow
+        assert isinstance(flow, GreetingRecording)
+        flow.recording = True
+        box = self._config.mailbox
+        self._out.append(
+            StartRecording(
+                kind="greeting",
+                max_s=box.greeting_max_s,
+                silence_s=box.max_silence_s,
+                min_s=GREETING_MIN_S,
+                party=call.party,
+            )
+        )
+
+    def _greeting_recorded(self, call: _Call, ended: RecordingEnded) -> None:
+        assert isinstance(call.flow, GreetingRecording)
+        call.flow.recording = False
+        if not ended.kept:
+            return self._announce(("greeting_not_recorded",), then=State.GREETING_MENU)
+        call.state = State.GREETING_CONFIRM
+        call.replays = 0
+        self._notify({"type": "menu", "state": str(State.GREETING_CONFIRM)})
+        menu = MENUS[State.GREETING_CONFIRM]
+        facts = self.facts()
+        self._play(
+            (*variant(menu, facts).intro, PendingGreeting(), menu_prompt(menu, self._keys, facts)),
+            then=self._wait_key,
+        )
+
+    def _keep_greeting(self, call: _Call) -> None:
+        said = "greeting_saved" if self._mailbox.keep_greeting() else "greeting_not_recorded"
+        self._announce((said,), then=State.GREETING_MENU)
+
+    def _standard_greeting(self, call: _Call) -> None:
+        self._mailbox.clear_greeting()
+        self._announce(("greeting_standard_restored",), then=State.GREETING_MENU)
 
     # --- leaving a message (DESIGN §7.1) ------------------------------------------------
 
@@ -639,14 +913,18 @@ class Ivr:
 
     def _end_recording(self, call: _Call) -> None:
         message = call.flow
-        assert isinstance(message, Message)
+        assert isinstance(message, Message | GreetingRecording)
         if message.recording:
             self._out.append(StopRecording("key"))  # RecordingEnded follows
+        elif isinstance(message, GreetingRecording):
+            self._announce(("greeting_not_recorded",), then=State.GREETING_MENU)
         else:
             self._finish(("goodbye",))  # '#' during the beep: nothing was said
 
     def _on_recording_ended(self, ended: RecordingEnded) -> None:
         call = self._call
+        if call is not None and call.state is State.GREETING_RECORD:
+            return self._greeting_recorded(call, ended)
         if call is None or call.state is not State.RECORDING:
             return  # the caller hung up: the message is kept (or not) all the same
         assert isinstance(call.flow, Message)
@@ -667,7 +945,10 @@ class Ivr:
             return (entry_prompt(ENTRIES[state], self._keys),)
         menu = MENUS[state]
         facts = self.facts()
-        return (*variant(menu, facts).intro, menu_prompt(menu, self._keys, facts))
+        intro: tuple[PromptRef, ...] = variant(menu, facts).intro
+        if state is State.GREETING_MENU:  # "Votre annonce": the greeting a caller hears
+            intro = (*intro, *self._greeting())
+        return (*intro, menu_prompt(menu, self._keys, facts))
 
     def _enter(self, state: State, flow: Flow | None = None) -> None:
         """Enter a menu or an entry (an entry gets a fresh context unless one is given)."""
