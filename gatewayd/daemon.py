@@ -219,11 +219,20 @@ class Daemon:
         self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
 
     def _health_ok(self) -> bool:
+        """The state file can be read (on disk, not a cache) and written; a write did not fail."""
+        assert self._store is not None and self._service is not None
         try:
-            assert self._store is not None
-            self._store.check_readable()  # the file on disk, not a cache
+            self._store.check_readable()
         except Exception:
             LOGGER.exception("state file unreadable")
+            return False
+        try:
+            self._store.check_writable()
+        except GatewaydError as exc:
+            LOGGER.error("state not writable: %s", exc)
+            return False
+        if not self._service.writable:
+            LOGGER.error("a write of the state failed; code checks are stopped")
             return False
         return True
 

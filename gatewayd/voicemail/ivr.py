@@ -80,7 +80,7 @@ from gatewayd.voicemail.flow import (
     menu_prompt,
     variant,
 )
-from gatewayd.voicemail.policy import Access, SecretCodeService
+from gatewayd.voicemail.policy import Access, SecretCodeService, ServiceUnavailable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -508,6 +508,8 @@ class Ivr:
             remaining = self._service.status().cooldown_remaining_s
             self._notify({"type": "cooldown", "seconds": round(remaining)})
             return self._finish(("code_too_many_failures",))
+        if access is Access.UNAVAILABLE:
+            return self._finish(("service_unavailable",))
         self._enter(State.CODE_CHECK)
 
     def _check_code(self, call: _Call, code: str) -> None:
@@ -515,6 +517,8 @@ class Ivr:
             return self._enter_code_check()  # a reset or another call changed things meanwhile
         try:
             result = self._service.check(code, call.party)
+        except ServiceUnavailable:
+            return self._finish(("service_unavailable",))  # nothing counted, nothing compared
         except PolicyError:
             return self._enter_code_check()
         call.checks += 1
