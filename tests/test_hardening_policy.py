@@ -170,3 +170,62 @@ def test_store_check_writable_sees_a_full_disk(tmp_path: Path, monkeypatch) -> N
         monkeypatch.setattr(os, "statvfs", Full)
         with pytest.raises(StateFileError, match="bytes free"):
             store.check_writable()
+
+
+# --- point 2: after an error in a call, hang up or error tone, and keys masked -------------
+
+
+class ReadOnlyAfter(MemorySecrets):
+    """The state's file system turns read-only: every write raises EROFS once ``broken``."""
+
+    broken = False
+
+    def update_mailbox(self, **fields: FieldValue) -> None:
+        if self.broken:
+            raise OSError(errno.EROFS, "Read-only file system")
+        super().update_mailbox(**fields)
+
+    def check_writable(self) -> None:
+        if self.broken:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+
+def test_an_error_on_the_handset_gives_the_error_tone_and_masks_what_follows() -> None:
+    clock = FakeClock()
+    secrets = ReadOnlyAfter()
+    phone = Phone(make_service(secrets, clock), VoicemailConfig(policy=FAST_POLICY), clock)
+    phone.lift()
+    phone.dial("3103")
+    phone.press("321")  # personalise, code, create
+    phone.press(RIGHT + "#")
+    secrets.broken = True
+    phone.hear()
+    phone.press("1")  # keep it: storing the code fails
+    assert phone.hear()[-1] == "tone:congestion"
+    assert phone.ivr.state == "dead" and phone.ivr.masking
+    mark = len(phone.events)
+    phone.press("*****1*****4931#")
+    keys = [e["key"] for e in phone.events[mark:] if e["type"] == "key"]
+    assert keys == ["masked"] * 16
+    phone.hang_up()
+    assert phone.ivr.state == "idle" and phone.ivr.masking  # no call: nothing in clear
+
+
+def test_an_error_in_a_remote_call_hangs_it_up_and_later_keys_are_masked(monkeypatch) -> None:
+    clock = FakeClock()
+    service = make_service(MemorySecrets(), clock)
+    service.set_code(RIGHT, "handset")
+    phone = Phone(service, VoicemailConfig(policy=FAST_POLICY), clock)
+    phone.call_for_code()
+
+    def broken(*args: Any) -> bool:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(service._hasher, "verify", broken)
+    phone.press("5827#")
+    assert phone.hung_up
+    assert phone.events_of("call")[-1]["reason"] == "error"
+    assert phone.ivr.masking  # keys the modem still reports are masked
+    mark = len(phone.events)
+    phone.press("4931#", "remote")
+    assert [e for e in phone.events[mark:] if e.get("key") not in (None, "masked")] == []

@@ -91,6 +91,18 @@ MENU_TIMER = "menu"
 TIMER_SLACK_S = 0.005
 #: A digit buffer never grows past this: an over-long entry is just "bad length".
 MAX_ENTRY_KEYS = 16
+#: States whose keys may be shown in clear (``status``, events): the number being dialled
+#: and the menus' choices. Everywhere else (an entry, a recording, an ending or dead call,
+#: no call at all, e.g. after an error or a hang-up) keys are masked.
+CLEAR_KEY_STATES = (
+    frozenset(
+        {State.DIALING, State.MAIN_MENU, State.PERSONALISE_MENU, State.CODE_MENU}
+        | {State.CODE_CONFIRM, State.GREETING}
+    )
+    - SECRET_STATES
+)
+#: What the handset hears after an error in its call, until it goes on-hook.
+ERROR_TONE = "congestion"
 
 
 # --- per-flow context -------------------------------------------------------------
@@ -238,8 +250,8 @@ class Ivr:
 
     @property
     def masking(self) -> bool:
-        """True while keys are code digits (logs and events must show them masked)."""
-        return self._call is not None and self._call.state in SECRET_STATES
+        """True unless the call is in a state whose keys may be shown (CLEAR_KEY_STATES)."""
+        return self._call is None or self._call.state not in CLEAR_KEY_STATES
 
     def facts(self, party: Party | None = None) -> frozenset[Cond]:
         """The conditions that hold now for ``party`` (default: the caller in the call)."""
@@ -263,9 +275,30 @@ class Ivr:
             # A bug in one call must not take the line down: end the call, keep the service.
             LOGGER.exception("error in the call flow; ending the call")
             self._out.append(StopAudio())
-            self._end_call(reason="error")
+            self._fail_call()
         out, self._out = self._out, []
         return out
+
+    def _fail_call(self) -> None:
+        """After an error: hang up a remote call; the handset hears the error tone until on-hook.
+
+        Every step here must work whatever state the error left: no prompt, no store.
+        """
+        call = self._call
+        if call is None:
+            return
+        for name in list(self._deadlines):
+            self._cancel_timer(name)
+        call.flow = None  # drops any digits keyed so far
+        call.then = None
+        call.play_id = None
+        if call.party == "handset" and self._handset_off and call.state is not State.TAKEN:
+            call.state = State.DEAD  # keys stay masked until the handset goes on-hook
+            call.tone = True
+            self._out.append(PlayTone(ERROR_TONE))
+            return
+        self._out.append(Hangup())
+        self._end_call(reason="error")
 
     def _dispatch(self, event: LineEvent) -> None:
         match event:
@@ -394,9 +427,7 @@ class Ivr:
         call = self._call
         if call is None or call.party != party:
             return  # key while on-hook, or from a party not in the call
-        self._notify(
-            {"type": "key", "party": party, "key": "masked" if call.state in SECRET_STATES else key}
-        )
+        self._notify({"type": "key", "party": party, "key": "masked" if self.masking else key})
         if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
         menu = MENUS.get(call.state)
