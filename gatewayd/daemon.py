@@ -59,6 +59,7 @@ from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
 from gatewayd.selftest import Check, live_checks
 from gatewayd.serial_console import SerialConsole
+from gatewayd.statelock import StateLock
 from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.ivr import Ivr
@@ -77,6 +78,7 @@ class Daemon:
         self.runtime_dir = runtime_dir
         self.bus = EventBus()
         self._clock = time.monotonic
+        self._state_lock: StateLock | None = None
         self._store: Store | None = None
         self._service: SecretCodeService | None = None
         self._ivr: Ivr | None = None
@@ -102,7 +104,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         profile = self.profile
         voicemail = profile.voicemail
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = StateLock.acquire(self.state_dir)  # one daemon per state
         self._store = Store(self.state_dir / STATE_FILE)
         hasher = CodeHasher(
             self._pepper(),
@@ -207,6 +209,8 @@ class Daemon:
             await self._line.close()
         if self._store is not None:
             self._store.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
         LOGGER.info("stopped")
 
     def _ping_watchdog(self, interval: float) -> None:

@@ -4,11 +4,14 @@ attacker meets on the console, the sockets and the state directory."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, make_profile
+from tests.daemon_process import REPO, DaemonProcess, make_profile
 from tests.test_daemon_e2e import create_code
 
 CODE = "5827"
@@ -36,3 +39,68 @@ def test_after_an_error_on_the_handset_status_shows_no_key_in_clear(daemon) -> N
     assert "4931" not in daemon.ctl("status") + daemon.ctl("line")
     assert all(e["key"] == "masked" for e in events.of_type("key")[-16:])
     assert daemon.sim("handset onhook") == "ok"
+
+
+# --- point 4: one daemon per box ------------------------------------------------------------
+
+
+def run_gatewayd(
+    profile: Path, state_dir: Path, runtime_dir: Path, *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``gatewayd run`` (or another command) to its end; a refused start ends at once."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gatewayd",
+            "run",
+            "--profile",
+            str(profile),
+            "--state-dir",
+            str(state_dir),
+            "--runtime-dir",
+            str(runtime_dir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+    )
+
+
+def assert_still_serving(daemon: DaemonProcess) -> None:
+    assert json.loads(daemon.ctl("status --json"))["profile"]
+    assert daemon.sim("handset offhook") == "ok"
+    assert daemon.sim("handset onhook") == "ok"
+
+
+def test_a_second_daemon_on_the_same_state_is_refused_with_the_first_ones_pid(daemon) -> None:
+    create_code(daemon, CODE)
+    second = run_gatewayd(daemon.profile, daemon.state_dir, daemon.tmp / "run2")
+    assert second.returncode == 1
+    assert daemon.proc is not None
+    assert f"another gatewayd (pid {daemon.proc.pid}) uses this state directory" in second.stderr
+    assert not (daemon.tmp / "run2" / "ctl.sock").exists()
+    assert_still_serving(daemon)
+    assert json.loads(daemon.ctl("status --json"))["code_set"] is True
+
+
+def test_a_second_daemon_on_the_same_sockets_does_not_take_them(daemon) -> None:
+    second = run_gatewayd(daemon.profile, daemon.tmp / "state2", daemon.runtime_dir)
+    assert second.returncode == 1
+    assert "another process answers on this socket" in second.stderr
+    assert_still_serving(daemon)  # its sockets are still there and still its own
+
+
+def test_sockets_left_by_a_killed_daemon_are_replaced(daemon) -> None:
+    assert daemon.proc is not None
+    daemon.proc.kill()
+    daemon.proc.wait()
+    assert (daemon.runtime_dir / "ctl.sock").exists()  # stale: nothing answers on it
+    restarted = DaemonProcess(daemon.tmp, daemon.profile).start()
+    try:
+        assert_still_serving(restarted)
+    finally:
+        assert restarted.stop() == 0
