@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from gatewayd.selftest import Check, live_checks
 from gatewayd.serial_console import SerialConsole
 from gatewayd.statelock import StateLock
 from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
+from gatewayd.unixsock import RepeatedLog, set_client_limit
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
@@ -101,8 +103,10 @@ class Daemon:
     async def start(self) -> None:
         """Open everything in dependency order; raises GatewaydError with the fix on failure."""
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(_quiet_exception_handler(RepeatedLog(self._clock)))
         self._stopping = asyncio.Event()
         profile = self.profile
+        set_client_limit(profile.sockets.max_clients)
         voicemail = profile.voicemail
         self._state_lock = StateLock.acquire(self.state_dir)  # one daemon per state
         self._store = Store(self.state_dir / STATE_FILE)
@@ -457,6 +461,27 @@ class Daemon:
     def set_log_level(self, level: str) -> None:
         """Change the log level (the console's ``loglevel LEVEL``)."""
         set_level(level)
+
+
+def _quiet_exception_handler(
+    repeats: RepeatedLog,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An event-loop error handler that logs a repeated error once a minute, with a count.
+
+    E.g. ``accept`` failing for lack of file descriptors must not flood the log.
+    """
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        key = f"{context.get('message')}|{type(exception).__name__}|{exception}"
+        left_out = repeats.allow(key)
+        if left_out is None:
+            return
+        if left_out:
+            context = {**context, "message": f"{context.get('message')} ({left_out} more like it)"}
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 async def _main(daemon: Daemon) -> int:

@@ -391,6 +391,18 @@ class LoggingSection:
 
 
 @dataclass(frozen=True)
+class SocketsSection:
+    """``[sockets]``: limits of the local sockets (ctl.sock, sim.sock, gpio.sock)."""
+
+    max_clients: int = setting(
+        Int(minimum=4, maximum=1024),
+        "clients at once on each socket (fewer if the open-file limit is low); past it a "
+        "client is answered `error busy`; `events` streams leave 2 places for commands",
+        32,
+    )
+
+
+@dataclass(frozen=True)
 class Profile:
     """A validated hardware profile; ``name`` is the file's stem, ``source`` the file read."""
 
@@ -405,6 +417,7 @@ class Profile:
     tones: dict[str, dict[str, object]] = field(hash=False)
     storage: StorageSection
     logging: LoggingSection
+    sockets: SocketsSection
 
     @property
     def tone_plan(self) -> str:
@@ -492,6 +505,7 @@ _SECTIONS: Final = (
     "tones",
     "storage",
     "logging",
+    "sockets",
 )
 
 
@@ -518,6 +532,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
     tones = _tones(root.child_or_empty("tones"))
     storage = _storage(root.child_or_empty("storage"), driver)
     logging_section = read(root.child_or_empty("logging"), LoggingSection)
+    sockets = read(root.child_or_empty("sockets"), SocketsSection)
 
     problems.raise_if_any()
     if (
@@ -527,6 +542,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         or voicemail is None
         or storage is None
         or logging_section is None
+        or sockets is None
     ):
         # Each of these is None only after a problem was recorded, and we raised above.
         raise AssertionError("profile section missing without a recorded problem")
@@ -541,6 +557,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         tones=tones,
         storage=storage,
         logging=logging_section,
+        sockets=sockets,
     )
 
 
@@ -729,6 +746,7 @@ README_TABLES: Final[Mapping[str, type[DataclassInstance]]] = {
     "tones.NAME": ToneSection,
     "storage": StorageSection,
     "logging": LoggingSection,
+    "sockets": SocketsSection,
 }
 _README_BLOCK = re.compile(r"(<!-- schema:(\S+) -->\n).*?(<!-- /schema -->)", re.DOTALL)
 

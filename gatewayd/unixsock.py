@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,71 @@ SOCKET_MODE = 0o660
 #: After an over-long line, at most this much more input is read (and dropped) before closing.
 DISCARD_MAX_BYTES = 4 * 1024 * 1024
 DISCARD_TIMEOUT_S = 2.0
+#: Clients at once per socket unless :func:`set_client_limit` (the profile's ``[sockets]``) says.
+DEFAULT_MAX_CLIENTS = 32
+#: File descriptors kept for the rest of the daemon (serial, audio, state, log, accept) when
+#: the open-file limit caps the clients of the :data:`SOCKETS_PER_DAEMON` sockets.
+FD_RESERVE = 64
+SOCKETS_PER_DAEMON = 3
+#: The same error is logged at most once per this many seconds (with a count of the others).
+REPEAT_LOG_INTERVAL_S = 60.0
 #: sun_path holds 108 bytes with its terminating NUL.
 UNIX_PATH_MAX = 107
 #: How long a connect to an existing socket file may take to tell a live daemon from a stale file.
 PROBE_TIMEOUT_S = 1.0
 
 ClientHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+_client_limit = DEFAULT_MAX_CLIENTS
+
+
+def set_client_limit(configured: int) -> int:
+    """Set the clients-per-socket cap of this process (the profile's ``sockets.max_clients``).
+
+    Lowered so that every socket full still leaves :data:`FD_RESERVE` descriptors under
+    the soft open-file limit; returns the cap in force.
+    """
+    global _client_limit
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = configured
+    if soft != resource.RLIM_INFINITY:
+        cap = max(2, min(configured, (soft - FD_RESERVE) // SOCKETS_PER_DAEMON))
+    if cap < configured:
+        LOGGER.warning(
+            "open-file limit %d: at most %d clients per socket (sockets.max_clients is %d); "
+            "raise LimitNOFILE= for more",
+            soft,
+            cap,
+            configured,
+        )
+    _client_limit = cap
+    return cap
+
+
+def client_limit() -> int:
+    """The clients-per-socket cap in force."""
+    return _client_limit
+
+
+class RepeatedLog:
+    """Logs a repeated message at most once per interval, with how many were left out."""
+
+    def __init__(self, clock: Callable[[], float], interval: float = REPEAT_LOG_INTERVAL_S):
+        self._clock = clock
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None to stay quiet; else how many of ``key`` were left out since the last one."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._left_out.pop(key, 0)
 
 
 class SocketError(GatewaydError, OSError):
@@ -151,6 +212,7 @@ class UnixSocketServer:
         self._mode = mode
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        self._repeats = RepeatedLog(time.monotonic)
         #: The inode of the socket file we bound (None: not bound, nothing of ours to remove).
         self._inode: int | None = None
 
@@ -187,7 +249,15 @@ class UnixSocketServer:
             if inode is not None and self.path.stat().st_ino == inode:
                 self.path.unlink()
 
+    @property
+    def client_count(self) -> int:
+        """Clients connected now."""
+        return len(self._clients)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= client_limit():
+            await self._refuse_busy(writer)
+            return
         task = asyncio.current_task()
         if task is not None:
             self._clients.add(task)
@@ -202,3 +272,22 @@ class UnixSocketServer:
                 self._clients.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _refuse_busy(self, writer: asyncio.StreamWriter) -> None:
+        """Tell a client past the cap, without waiting on it, and close."""
+        left_out = self._repeats.allow("busy")
+        if left_out is not None:
+            LOGGER.warning(
+                "%s: %d clients connected, refusing more (busy)%s",
+                self._what,
+                len(self._clients),
+                f"; {left_out} more refused since the last message" if left_out else "",
+            )
+        with contextlib.suppress(Exception):
+            writer.write(
+                f"error busy ({client_limit()} clients connected; try again later)\n".encode()
+            )
+            async with asyncio.timeout(1.0):
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()

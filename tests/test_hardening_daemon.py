@@ -3,8 +3,11 @@ attacker meets on the console, the sockets and the state directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +107,55 @@ def test_sockets_left_by_a_killed_daemon_are_replaced(daemon) -> None:
         assert_still_serving(restarted)
     finally:
         assert restarted.stop() == 0
+
+
+# --- point 3: a client limit ----------------------------------------------------------------
+
+
+def test_hundreds_of_subscribers_at_nofile_256_leave_the_box_usable(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, make_profile(tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # inherited by the daemon only
+    try:
+        daemon.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    subscribers: list[socket.socket] = []
+    try:
+        create_code(daemon, CODE)
+        first = daemon.events()
+        answers = []
+        for _ in range(300):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(15)
+            sock.connect(str(daemon.runtime_dir / "ctl.sock"))
+            sock.sendall(b"events --json\n")
+            answers.append(sock.recv(200).decode(errors="replace"))
+            subscribers.append(sock)
+        busy = [a for a in answers if a.startswith("error busy")]
+        assert len(busy) > 250 and len(answers) - len(busy) <= 32
+        # Commands still get in, the sim still answers, a code check still works.
+        assert json.loads(daemon.ctl("status --json"))["code_set"] is True
+        assert daemon.sim("remote call") == "ok"
+        assert daemon.sim("remote press *") == "ok"
+        assert daemon.sim(f"remote press {CODE}#") == "ok"
+        first.wait_for(lambda e: e["type"] == "auth" and e["result"] == "ok")
+        assert daemon.sim("remote hangup") == "ok"
+        assert daemon.log_path.stat().st_size < 200_000  # no flood of tracebacks
+        assert daemon.log_text().count("refusing more (busy)") == 1  # once a minute at most
+        # A socket past its cap answers busy at once (the sim has one client already: ours).
+        answers = []
+        for _ in range(40):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(15)
+            sock.connect(str(daemon.runtime_dir / "sim.sock"))
+            subscribers.append(sock)
+        for sock in subscribers[-40:]:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(b"handset onhook\n")  # a refused client was closed already
+            answers.append(sock.recv(200).decode(errors="replace"))
+        assert sum(a.startswith("error busy") for a in answers) == 40 - 31
+    finally:
+        for sock in subscribers:
+            sock.close()
+        daemon.stop()

@@ -592,7 +592,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     assert sorted(lines[1:]) == sorted(
         [
             f"{path}: bogus: unknown section; known sections: "
-            "audio, board, console, line, logging, storage, tones, voicemail",
+            "audio, board, console, line, logging, sockets, storage, tones, voicemail",
             f"{path}: board.name: missing required key; expected a non-empty string",
             f"{path}: line.answer_after_rings: expected an integer from 1 to 15, got integer 0",
             f"{path}: voicemail.policy.lock_after: expected an integer >= 1, got boolean true",
