@@ -69,6 +69,15 @@ class ControlServer:
             answer = Console(self._service, origin="ctl", trusted=True).run(line)
         except GatewaydError as exc:  # e.g. the state file became unreadable: say so
             answer = Reply((f"error {exc}",), ok=False)
+        except OSError as exc:  # e.g. the state's file system turned read-only: say so
+            LOGGER.error("control command %r failed: %s", line.split()[:1], exc)
+            answer = Reply(
+                (
+                    f"error the state could not be written ({exc.strerror or exc}); nothing "
+                    "was changed. Check the state directory's disk (space, read-only).",
+                ),
+                ok=False,
+            )
         if isinstance(answer, Reply):
             writer.write("".join(f"{text}\n" for text in answer.lines).encode())
             await writer.drain()

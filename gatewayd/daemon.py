@@ -105,11 +105,15 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._loop.set_exception_handler(_quiet_exception_handler(RepeatedLog(self._clock)))
         self._stopping = asyncio.Event()
+        # At once, not in serve(): a SIGTERM right after READY=1 must run close(), not kill.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stop, sig.name)
         profile = self.profile
         set_client_limit(profile.sockets.max_clients)
         voicemail = profile.voicemail
         self._state_lock = StateLock.acquire(self.state_dir)  # one daemon per state
         self._store = Store(self.state_dir / STATE_FILE)
+        self._store.check_writable()  # a state that cannot count a try must not serve calls
         hasher = CodeHasher(
             self._pepper(),
             n=voicemail.policy.scrypt_n,
@@ -180,8 +184,6 @@ class Daemon:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT or :meth:`stop`."""
         assert self._loop is not None and self._stopping is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self.stop, sig.name)
         await self._stopping.wait()
 
     def stop(self, why: str = "stop") -> None:

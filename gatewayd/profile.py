@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, cast
 
 from gatewayd.errors import ProfileError
-from gatewayd.paths import shipped_profiles_dir
+from gatewayd.paths import NotARegularFile, read_regular_file, shipped_profiles_dir
 from gatewayd.schema import (
     Bool,
     Int,
@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 __all__ = ["LANGUAGES", "TONE_PLANS"]  # re-exported: they used to live here
 
 LOGGER = logging.getLogger(__name__)
+
+#: A profile larger than this is not a profile (``/dev/zero``, a log file...).
+PROFILE_MAX_BYTES = 1024 * 1024
 
 Driver = Literal["sim", "gpio-slic", "v253-modem"]
 GpioBackend = Literal["rpi", "gpiod", "fake"]
@@ -439,8 +442,12 @@ def shipped_profile_names() -> list[str]:
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load and validate a profile: a bare name (``sim``) is a shipped profile, else a file path."""
     source = _locate(name_or_path)
+    # A symlinked profile is fine (it is only read); a FIFO or /dev/zero is refused.
+    readable = source.resolve() if source.is_symlink() and source.exists() else source
     try:
-        text = source.read_bytes().decode("utf-8")
+        text = read_regular_file(readable, PROFILE_MAX_BYTES).decode("utf-8")
+    except NotARegularFile as exc:
+        raise ProfileError(f"{source}: the profile {exc}") from None
     except FileNotFoundError as exc:
         raise ProfileError(
             f"{source}: no such profile file; give an existing .toml path or a shipped "

@@ -50,7 +50,8 @@ class StateLock:
             )
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            # Read-only: an fd open for writing would keep the file system from going read-only.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StateDirError(
                 f"{self.path}: cannot create the state lock ({exc.strerror or exc}); the state "
@@ -70,8 +71,11 @@ class StateLock:
             os.close(fd)
             raise StateDirError(f"{self.path}: cannot lock ({exc.strerror or exc})") from exc
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            pid_fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.write(pid_fd, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(pid_fd)
         except OSError as exc:  # the lock holds all the same; only the pid is not shown
             LOGGER.warning("%s: could not write our pid (%s)", self.path, exc)
         self._fd = fd

@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from gatewayd.errors import PepperError
+from gatewayd.paths import NotARegularFile, read_regular_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ HASH_BYTES = 32
 #: A pepper shorter than this is a provisioning mistake (e.g. an empty file), not a secret.
 PEPPER_MIN_BYTES = 16
 PEPPER_BYTES = 32
+#: A pepper file larger than this is not a pepper (``/dev/zero``, a log file...).
+PEPPER_MAX_BYTES = 4096
 #: File name of the pepper in systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``).
 PEPPER_CREDENTIAL = "gatewayd-pepper"
 
@@ -73,7 +76,12 @@ def pepper_path(configured: Path) -> Path:
 def load_pepper(path: Path) -> bytes:
     """Read the pepper; a missing, unreadable or short file is a clear error, never a default."""
     try:
-        pepper = path.read_bytes()
+        pepper = read_regular_file(path, PEPPER_MAX_BYTES)
+    except NotARegularFile as exc:
+        raise PepperError(
+            f"{path}: the pepper {exc} (at most {PEPPER_MAX_BYTES} bytes, mode 0600); "
+            "restore the box's pepper file there"
+        ) from None
     except FileNotFoundError:
         raise PepperError(
             f"{path}: pepper file missing; this box is not provisioned. "

@@ -156,7 +156,8 @@ class Store:
     def _init_or_check(self) -> None:
         meta = self._meta.all()
         if not meta:
-            if self._storage.read():
+            # Only an absent file is new: `{}` or any JSON without our schema is not ours.
+            if self._storage.read() is not None:
                 raise StateFileError(
                     f"{self.path}: no schema version in the state file. {_FIX_HINT}"
                 )
