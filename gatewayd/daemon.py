@@ -63,7 +63,12 @@ from gatewayd.serial_console import SerialConsole
 from gatewayd.statelock import StateLock
 from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
 from gatewayd.unixsock import RepeatedLog, set_client_limit
-from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
+from gatewayd.voicemail.hashing import (
+    CodeHasher,
+    create_pepper,
+    load_pepper,
+    pepper_fingerprint,
+)
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
@@ -114,8 +119,12 @@ class Daemon:
         self._state_lock = StateLock.acquire(self.state_dir)  # one daemon per state
         self._store = Store(self.state_dir / STATE_FILE)
         self._store.check_writable()  # a state that cannot count a try must not serve calls
+        pepper = self._pepper()
+        self._store.check_pepper(
+            pepper_fingerprint(pepper), resolve_pepper_path(self.profile, self.state_dir)
+        )
         hasher = CodeHasher(
-            self._pepper(),
+            pepper,
             n=voicemail.policy.scrypt_n,
             r=voicemail.policy.scrypt_r,
             p=voicemail.policy.scrypt_p,

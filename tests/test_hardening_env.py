@@ -203,3 +203,54 @@ def test_ctl_reset_on_a_read_only_state_says_so_and_fails(tmp_path: Path, small_
     finally:
         remount("rw")
         daemon.stop()
+
+
+# --- point 6: the pepper is checked ---------------------------------------------------------
+
+
+def _started_once(tmp_path: Path) -> DaemonProcess:
+    """A sim box that made its pepper and a code, then stopped."""
+    from tests.test_daemon_e2e import create_code
+    from tests.test_hardening_daemon import CODE
+
+    daemon = DaemonProcess(tmp_path, make_profile(tmp_path)).start()
+    create_code(daemon, CODE)
+    assert daemon.stop() == 0
+    return daemon
+
+
+def test_a_replaced_pepper_refuses_to_start(tmp_path: Path) -> None:
+    box = _started_once(tmp_path)
+    pepper = box.state_dir / "pepper"
+    state_before = box.state_file.read_bytes()
+    assert pepper.read_bytes().hex() not in state_before.decode()  # a fingerprint, not the pepper
+    pepper.unlink()
+    fd = os.open(pepper, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, os.urandom(32))
+    os.close(fd)
+    result = run_gatewayd(box.profile, box.state_dir, box.runtime_dir, timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert "not the pepper this state was made with" in result.stderr
+    assert box.state_file.read_bytes() == state_before  # no failure counted, nothing changed
+
+
+@pytest.mark.parametrize("problem", ["world readable", "symlink", "dangling symlink"])
+def test_an_unsafe_pepper_is_refused_at_start(tmp_path: Path, problem: str) -> None:
+    box = _started_once(tmp_path)
+    pepper = box.state_dir / "pepper"
+    if problem == "world readable":
+        pepper.chmod(0o644)
+        expected = "readable or writable by others than its owner (mode 0644); chmod 600"
+    elif problem == "symlink":
+        real = tmp_path / "real-pepper"
+        pepper.rename(real)
+        pepper.symlink_to(real)
+        expected = "the pepper is a symlink to"
+    else:
+        pepper.unlink()
+        pepper.symlink_to(tmp_path / "lost-pepper")
+        expected = "which does not exist"
+    result = run_gatewayd(box.profile, box.state_dir, box.runtime_dir, timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert expected in result.stderr and "already exists" not in result.stderr
+    assert "Traceback" not in result.stderr

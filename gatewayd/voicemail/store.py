@@ -25,7 +25,7 @@ from typing import Any
 
 from tinydb import Query
 
-from gatewayd.errors import StateFileError
+from gatewayd.errors import PepperError, StateFileError
 from gatewayd.voicemail.atomicdb import AtomicJSONStorage, Fault, fsync_dir, open_atomic_db
 from gatewayd.voicemail.auditlog import AuditLog, audit_path
 from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES
@@ -251,6 +251,24 @@ class Store:
         """Read and validate the file itself (not TinyDB's caches): for health checks."""
         self._storage.read()
         self.mailbox()
+
+    def check_pepper(self, fingerprint: str, pepper_path: Path) -> None:
+        """Refuse a pepper other than the state's (PepperError); record it on first use.
+
+        With another pepper every right code would count as a failure and the
+        subscriber would lock themself out.
+        """
+        meta = self._meta.all()
+        stored = meta[0].get("pepper") if meta else None
+        if stored is None:
+            self._meta.update({"pepper": fingerprint})
+            LOGGER.info("%s: recorded the pepper's fingerprint", self.path)
+        elif stored != fingerprint:
+            raise PepperError(
+                f"{pepper_path}: not the pepper this state was made with ({self.path}); with it "
+                "every right code would count as a failure. Restore the box's original pepper; "
+                "if it is lost, move the state file away and have the advisor reset the code."
+            )
 
     def check_writable(self) -> None:
         """StateFileError unless a rewrite of the state and an audit record can land now.
