@@ -1,0 +1,105 @@
+"""Issue 15 point 10: tests that see what behaviour hides. Each fails on one planted bug that
+passed the whole suite before: the directory fsync after ``os.replace`` removed, the temporary
+file's fsync removed, the per-call limit changed, ``hmac.compare_digest`` replaced by ``==``."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+from gatewayd.voicemail import atomicdb, auditlog
+from gatewayd.voicemail.config import Policy, VoicemailConfig
+from gatewayd.voicemail.hashing import CodeHasher
+from gatewayd.voicemail.policy import SecretCodeService
+from gatewayd.voicemail.repository import MemorySecrets
+from gatewayd.voicemail.store import Store
+from tests.conftest import TEST_PEPPER
+from tests.harness import FakeClock, Phone
+
+
+class SyscallLog:
+    """Records os.open/os.fsync/os.replace as (call, path) so the order can be asserted."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self._fds: dict[int, str] = {}
+        real_open, real_fsync, real_replace = os.open, os.fsync, os.replace
+
+        def open_(path, flags, mode=0o777, **kwargs):
+            fd = real_open(path, flags, mode, **kwargs)
+            self._fds[fd] = str(path)
+            return fd
+
+        def fsync(fd: int) -> None:
+            self.calls.append(("fsync", self._fds.get(fd, "?")))
+            real_fsync(fd)
+
+        def replace(src, dst) -> None:
+            self.calls.append(("replace", f"{src} -> {dst}"))
+            real_replace(src, dst)
+
+        for module in (atomicdb, auditlog):
+            monkeypatch.setattr(module.os, "open", open_)
+            monkeypatch.setattr(module.os, "fsync", fsync)
+            monkeypatch.setattr(module.os, "replace", replace)
+
+
+def test_a_state_write_fsyncs_the_file_then_renames_then_fsyncs_the_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    path = tmp_path / "state" / "gatewayd.json"
+    with Store(path) as store:
+        log = SyscallLog(monkeypatch)
+        store.update_mailbox(failures=1)
+    tmp_prefix = f"{path.parent}/.{path.name}.tmp-"
+    assert len(log.calls) == 3, log.calls
+    (fsync_file, file), (replace, move), (fsync_dir, directory) = log.calls
+    assert (fsync_file, replace, fsync_dir) == ("fsync", "replace", "fsync")
+    assert file.startswith(tmp_prefix)  # the data is on disk before the rename...
+    assert move == f"{file} -> {path}"
+    assert directory == str(path.parent)  # ...and the rename is on disk before we go on
+
+
+def test_an_audit_record_is_fsynced(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "state" / "gatewayd.json"
+    with Store(path) as store:
+        store.audit("reset", "ctl")  # creates the log: its directory entry is fsynced too
+        log = SyscallLog(monkeypatch)
+        store.audit("reset", "ctl")
+    assert log.calls == [("fsync", str(auditlog.audit_path(path)))]
+
+
+def test_the_per_call_limit_ends_the_call_before_any_cool_down() -> None:
+    """``tries_per_call`` apart from ``cooldown_every``: the call ends at 3, no cool-down yet."""
+    policy = Policy(scrypt_n=2**10, tries_per_call=3, cooldown_every=5)
+    clock = FakeClock()
+    hasher = CodeHasher(TEST_PEPPER, n=policy.scrypt_n)
+    service = SecretCodeService(MemorySecrets(), hasher, policy, clock)
+    service.set_code("4931", "handset")
+    phone = Phone(service, VoicemailConfig(policy=policy), clock)
+    phone.call_for_code()
+    for _ in range(2):
+        phone.press("1111#")
+        assert not phone.hung_up
+    phone.hear()
+    phone.press("1111#")
+    assert phone.hear()[-1] == "code_too_many_failures"
+    assert phone.hung_up and not phone.events_of("cooldown")
+    assert service.status().failures == 3 and service.status().cooldown_remaining_s == 0
+
+
+def test_the_code_comparison_is_constant_time(monkeypatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    hasher = CodeHasher(TEST_PEPPER, n=2**10)
+    salt = hasher.new_salt()
+    stored = hasher.hash("4931", salt)
+    assert hasher.verify("4931", salt, stored) and not hasher.verify("1111", salt, stored)
+    assert [b for _, b in compared] == [stored, stored]
