@@ -103,3 +103,62 @@ def test_the_code_comparison_is_constant_time(monkeypatch) -> None:
     stored = hasher.hash("4931", salt)
     assert hasher.verify("4931", salt, stored) and not hasher.verify("1111", salt, stored)
     assert [b for _, b in compared] == [stored, stored]
+
+
+# --- point 9: calls cannot be held forever -------------------------------------------------
+
+
+def _phone_with_code(policy: Policy | None = None) -> Phone:
+    clock = FakeClock()
+    policy = policy or Policy(scrypt_n=2**10)
+    service = SecretCodeService(MemorySecrets(), CodeHasher(TEST_PEPPER, n=2**10), policy, clock)
+    service.set_code("4931", "handset")
+    return Phone(service, VoicemailConfig(policy=policy), clock)
+
+
+def _hold(phone: Phone, keys: str, every: float, at_most: float) -> float:
+    """Press ``keys`` in turn every ``every`` seconds until the call ends; how long it lasted."""
+    start = phone.clock.now
+    turn = 0
+    while phone.ivr.party is not None and phone.ivr.state != "dead":
+        assert phone.clock.now - start < at_most, f"call still held in {phone.ivr.state}"
+        phone.press(keys[turn % len(keys)])
+        turn += 1
+        phone.wait(every)
+    return phone.clock.now - start
+
+
+def test_star_every_six_seconds_cannot_hold_the_code_check() -> None:
+    phone = _phone_with_code()
+    phone.call_for_code()
+    limit = phone.config.timeouts.code_check_max
+    lasted = _hold(phone, "*", 6.0, at_most=10 * limit)
+    assert lasted <= limit + 6.0
+    assert phone.hung_up and "goodbye" in phone.hear()
+
+
+def test_a_digit_every_six_seconds_cannot_hold_the_code_check() -> None:
+    phone = _phone_with_code()
+    phone.call_for_code()
+    limit = phone.config.timeouts.code_check_max
+    assert _hold(phone, "1", 6.0, at_most=10 * limit) <= limit + 6.0
+    assert phone.service.status().failures == 0  # nothing was ever submitted
+
+
+def test_menus_cannot_hold_a_call_past_the_call_limit() -> None:
+    phone = _phone_with_code()
+    phone.lift()
+    phone.dial("3103")
+    limit = phone.config.timeouts.call_max
+    lasted = _hold(phone, "3*", 6.0, at_most=10 * limit)  # personalise, back, forever
+    assert limit - 6.0 <= lasted <= limit + 6.0
+    assert phone.hear()[-2:] == ["goodbye", "tone:busy"]
+
+
+def test_a_right_code_lifts_the_code_check_limit() -> None:
+    phone = _phone_with_code()
+    phone.call_for_code()
+    phone.press("4931#")
+    limit = phone.config.timeouts.code_check_max
+    lasted = _hold(phone, "3*", 6.0, at_most=10 * phone.config.timeouts.call_max)
+    assert lasted > limit  # then only the call limit applies

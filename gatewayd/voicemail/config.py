@@ -68,6 +68,18 @@ class Timeouts:
     entry_tries: int = setting(
         _COUNT, "invalid code entries (bad length, trivial) before going back to the menu", 3
     )
+    code_check_max: float = setting(
+        _SECONDS,
+        "a call asked for the code ends this long after the request unless the code is "
+        "right (keys every few seconds cannot hold the line)",
+        90.0,
+    )
+    call_max: float = setting(
+        _SECONDS,
+        "any call of the service (menus, greeting, message) ends after this; a call the "
+        "subscriber took on the handset is never cut",
+        900.0,
+    )
 
 
 @dataclass(frozen=True)

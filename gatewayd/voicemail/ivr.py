@@ -87,6 +87,9 @@ LOGGER = logging.getLogger(__name__)
 #: Timer names the IVR asks for.
 DIAL_TIMER = "dial"
 MENU_TIMER = "menu"
+#: The whole call (``timeouts.call_max``) and the code check (``timeouts.code_check_max``).
+CALL_TIMER = "call"
+CODE_TIMER = "code"
 #: Event loops may fire a timer a hair before its deadline; earlier than this is stale.
 TIMER_SLACK_S = 0.005
 #: A digit buffer never grows past this: an over-long entry is just "bad length".
@@ -348,6 +351,7 @@ class Ivr:
             return
         self._call = _Call(party="handset", state=State.DIALING, flow=Dialing())
         self._notify({"type": "call", "party": "handset", "state": "start"})
+        self._start_timer(CALL_TIMER, self._timeouts.call_max)
         # Message waiting (DESIGN §7.5): a stuttered dial tone while new messages wait.
         self._tone("mwi" if self._mailbox.new_count() > 0 else "dial")
         self._start_timer(DIAL_TIMER, self._timeouts.first_digit)
@@ -395,6 +399,7 @@ class Ivr:
         caller = call.flow.caller if call and isinstance(call.flow, Incoming) else None
         self._call = _Call(party="remote")
         self._notify({"type": "call", "party": "remote", "state": "start"})
+        self._start_timer(CALL_TIMER, self._timeouts.call_max)
         self._greet(caller)
 
     def _on_remote_hangup(self) -> None:
@@ -541,6 +546,8 @@ class Ivr:
             return self._finish(("code_too_many_failures",))
         if access is Access.UNAVAILABLE:
             return self._finish(("service_unavailable",))
+        if CODE_TIMER not in self._deadlines:  # from the first request; a retry does not extend
+            self._start_timer(CODE_TIMER, self._timeouts.code_check_max)
         self._enter(State.CODE_CHECK)
 
     def _check_code(self, call: _Call, code: str) -> None:
@@ -554,6 +561,7 @@ class Ivr:
             return self._enter_code_check()
         call.checks += 1
         if result.ok:
+            self._cancel_timer(CODE_TIMER)
             self._notify({"type": "auth", "result": "ok", "failures": 0, "party": call.party})
             return self._enter_menu(State.MAIN_MENU)
         self._notify(
@@ -787,7 +795,9 @@ class Ivr:
         call = self._call
         if call is None:
             return
-        if name == DIAL_TIMER and call.state is State.DIALING:
+        if name in (CALL_TIMER, CODE_TIMER):
+            self._call_limit(call, name)
+        elif name == DIAL_TIMER and call.state is State.DIALING:
             self._out.append(StopAudio())
             self._dead("congestion")
         elif name == MENU_TIMER and (call.state in MENUS or call.state in ENTRIES):
@@ -798,6 +808,18 @@ class Ivr:
                 self._finish(("goodbye",))
             else:
                 self._prompt(call.state)
+
+    def _call_limit(self, call: _Call, name: str) -> None:
+        """The call (or its code check) lasted too long: goodbye, then hang up or busy tone."""
+        if call.state in (State.ENDING, State.DEAD, State.TAKEN, State.RINGING):
+            return  # already ending, or not the service's call
+        LOGGER.info("%s call ended by the %s time limit", call.party, name)
+        self._out.append(StopAudio())
+        if isinstance(call.flow, Message) and call.flow.recording:
+            call.flow.recording = False
+            self._out.append(StopRecording("hangup"))  # what was said is kept
+        call.flow = None
+        self._finish(("goodbye",))
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._deadlines[name] = self._clock() + seconds
