@@ -3,7 +3,8 @@
 No polling loop and no busy wait: line events arrive from sockets or file
 descriptors, IVR timers are ``loop.call_later`` handles, audio runs on the
 player's own thread and reports back with ``call_soon_threadsafe``. SIGTERM,
-SIGINT and a fatal error all run :meth:`Daemon.close`.
+SIGINT and a fatal error all run :meth:`Daemon.close`. SIGHUP reloads nothing
+(the profile is read at start): it is logged and log files are reopened.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Daemon:
         self._stopping: asyncio.Event | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        self._line_closing = False
         self._last_keys: list[str] = []
 
     # --- life cycle ------------------------------------------------------------
@@ -110,9 +112,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._loop.set_exception_handler(_quiet_exception_handler(RepeatedLog(self._clock)))
         self._stopping = asyncio.Event()
-        # At once, not in serve(): a SIGTERM right after READY=1 must run close(), not kill.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self.stop, sig.name)
+        self._handle_signals()
         profile = self.profile
         set_client_limit(profile.sockets.max_clients)
         voicemail = profile.voicemail
@@ -162,6 +162,17 @@ class Daemon:
         if interval:
             self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
 
+    def _handle_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP is logged: at once, not in serve(), so that a
+        SIGTERM right after READY=1 runs close() instead of killing the process."""
+        assert self._loop is not None
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.stop, sig.name)
+            self._loop.add_signal_handler(signal.SIGHUP, _on_sighup)
+        except (ValueError, RuntimeError):  # not the main thread (tests embedding the daemon)
+            LOGGER.debug("signals not handled: the loop is not in the main thread")
+
     def _make_serial_console(self, hasher: CodeHasher) -> SerialConsole:
         """The technician's console on ``[console]``; its login checks the technician code."""
         assert self._store is not None and self.profile.console is not None
@@ -209,6 +220,10 @@ class Daemon:
         notify("STOPPING=1")
         if self._watchdog is not None:
             self._watchdog.cancel()
+        # The line first: no ring, key or answer may reach the call flow once we stop.
+        line, self._line_closing = self._line, True
+        if line is not None:
+            await line.close()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -220,8 +235,6 @@ class Daemon:
             await self._serial_console.close()
         if self._control is not None:
             await self._control.close()
-        if self._line is not None:
-            await self._line.close()
         if self._store is not None:
             self._store.close()
         if self._state_lock is not None:
@@ -260,6 +273,8 @@ class Daemon:
     def feed(self, event: LineEvent) -> None:
         """A line event (from a driver, a timer or the player): run the IVR, carry out actions."""
         assert self._ivr is not None
+        if self._line_closing:
+            return  # shutting down: the service takes no more events
         if isinstance(event, Ring):
             self.bus.publish({"type": "ring"})
         elif isinstance(event, LineFault):
@@ -472,6 +487,20 @@ class Daemon:
     def set_log_level(self, level: str) -> None:
         """Change the log level (the console's ``loglevel LEVEL``)."""
         set_level(level)
+
+
+def _on_sighup() -> None:
+    """SIGHUP reloads nothing (the profile is read at start): log it, reopen log files.
+
+    Never the default action (which ends the process silently).
+    """
+    LOGGER.warning(
+        "SIGHUP: log files reopened; the profile is not reloaded (restart gatewayd to apply "
+        "a change)"
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()  # reopened at the next record (logrotate moved the file)
 
 
 def _quiet_exception_handler(

@@ -7,9 +7,11 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,62 @@ def test_hundreds_of_subscribers_at_nofile_256_leave_the_box_usable(tmp_path: Pa
         for sock in subscribers:
             sock.close()
         daemon.stop()
+
+
+# --- point 8: signals and shutdown ----------------------------------------------------------
+
+
+def _sim_command_on_a_thread(
+    daemon: DaemonProcess, command: str
+) -> tuple[threading.Thread, list[str]]:
+    answers: list[str] = []
+
+    def send() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(daemon.runtime_dir / "sim.sock"))
+            sock.sendall(command.encode() + b"\n")
+            with contextlib.suppress(OSError):
+                answers.append(sock.recv(200).decode())
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def test_sigterm_during_a_ringing_remote_call_stops_the_daemon_for_good(tmp_path: Path) -> None:
+    # Rings that last: the box answers after 3 rings, SIGTERM comes during the first one.
+    profile = make_profile(tmp_path, **{"answer_after_rings = 2": "answer_after_rings = 3"})
+    daemon = DaemonProcess(tmp_path, profile).start()
+    events = daemon.events()
+    thread, _answers = _sim_command_on_a_thread(daemon, "remote call")
+    events.wait_for(lambda e: e["type"] == "ring")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=10) == 0
+    thread.join(timeout=10)
+    assert not thread.is_alive()  # the command was answered (or its connection closed)
+    log = daemon.log_text()
+    after_stop = log[log.index("shutting down") :]
+    assert "answered" not in after_stop and "Traceback" not in log
+    assert not (daemon.runtime_dir / "ctl.sock").exists()
+
+
+def test_sighup_is_logged_and_the_daemon_goes_on(daemon: DaemonProcess) -> None:
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.proc.poll() is None
+    assert_still_serving(daemon)
+    assert "SIGHUP" in daemon.log_text()
+    assert daemon.stop() == 0
+
+
+def test_concurrent_call_and_hangup_on_two_connections_are_both_answered(daemon) -> None:
+    for _ in range(5):
+        call, call_answers = _sim_command_on_a_thread(daemon, "remote call")
+        hangup, hangup_answers = _sim_command_on_a_thread(daemon, "remote hangup")
+        call.join(timeout=20)
+        hangup.join(timeout=20)
+        assert len(call_answers) == 1 and len(hangup_answers) == 1, (call_answers, hangup_answers)
+        daemon.sim("remote hangup")  # whatever state that left, end it
+    assert_still_serving(daemon)
