@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from gatewayd.errors import ProfileError
+from gatewayd.profile import load_profile
 from gatewayd.voicemail import atomicdb, auditlog
-from gatewayd.voicemail.config import Policy, VoicemailConfig
+from gatewayd.voicemail.config import Keys, Policy, VoicemailConfig
 from gatewayd.voicemail.hashing import CodeHasher
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.repository import MemorySecrets
 from gatewayd.voicemail.store import Store
 from tests.conftest import TEST_PEPPER
+from tests.daemon_process import make_profile
 from tests.harness import FakeClock, Phone
 
 
@@ -162,3 +170,37 @@ def test_a_right_code_lifts_the_code_check_limit() -> None:
     limit = phone.config.timeouts.code_check_max
     lasted = _hold(phone, "3*", 6.0, at_most=10 * phone.config.timeouts.call_max)
     assert lasted > limit  # then only the call limit applies
+
+
+# --- point 7: profiles that cannot work are refused -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ('main_personalise = "3"', 'main_personalise = "1"', "voicemail.keys.main_personalise"),
+        ('code_protection = "2"', 'code_protection = "1"', "voicemail.keys.code_protection"),
+        ('confirm_retry = "2"', 'confirm_retry = "*"', "voicemail.keys.confirm_retry"),
+        ('back = "*"', 'back = "#"', "voicemail.keys.end_entry"),
+        ('end_entry = "#"', 'end_entry = "5"', "voicemail.keys.end_entry"),
+        ("scrypt_n = 16384 ", "scrypt_n = 1048576 ", "voicemail.policy.scrypt_n"),
+    ],
+)
+def test_a_profile_that_cannot_work_is_refused(tmp_path: Path, old: str, new: str, named: str):
+    path = make_profile(tmp_path, **{"scrypt_n = 16384": "scrypt_n = 16384", old: new})
+    with pytest.raises(ProfileError, match=re.escape(named)):
+        load_profile(path)
+    selftest = subprocess.run(
+        [sys.executable, "-m", "gatewayd", "selftest", "--profile", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert selftest.returncode != 0 and "all ok" not in selftest.stdout + selftest.stderr
+
+
+def test_keys_apart_in_different_menus_and_exclusive_options_are_fine(tmp_path: Path) -> None:
+    # '#' skips the greeting and ends an entry; '*' asks for the code and goes back;
+    # create and modify share '1' (never offered together).
+    assert load_profile(make_profile(tmp_path)).voicemail.keys == Keys()

@@ -79,7 +79,7 @@ mailbox_exists = false
 tone_plan = "fr"
 
 [voicemail.keys]
-back = "0"
+back = "#"
 end_entry = "*"
 
 [voicemail.timeouts]
@@ -194,7 +194,7 @@ def test_full_gpio_slic_profile_loads_every_key(tmp_path: Path) -> None:
     assert voicemail.language == "en"
     assert voicemail.line_number == "0140000000"
     assert voicemail.mailbox_exists is False
-    assert voicemail.keys == Keys(back="0", end_entry="*")
+    assert voicemail.keys == Keys(back="#", end_entry="*")
     assert voicemail.timeouts == Timeouts(menu=6.0, entry_tries=2)
     assert voicemail.policy == Policy(lock_after=6, scrypt_n=4096, cooldown_first_s=60.0)
     assert profile.tones == {

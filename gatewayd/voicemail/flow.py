@@ -289,6 +289,15 @@ def key_fragment(key: str) -> str:
     return KEY_FRAGMENTS[key]
 
 
+#: Conditions that never hold together: options under them may share a key.
+EXCLUSIVE_CONDS = frozenset({frozenset({Cond.CODE_SET, Cond.NO_CODE})})
+
+
+def exclusive(one: Cond | None, other: Cond | None) -> bool:
+    """Whether two options' conditions never hold at once (then they may share a key)."""
+    return one is not None and other is not None and frozenset({one, other}) in EXCLUSIVE_CONDS
+
+
 def option_applies(option: Option, facts: frozenset[Cond]) -> bool:
     """Whether the option is offered (announced or refused) under these facts."""
     return option.when is None or option.when in facts or option.refused is not None
