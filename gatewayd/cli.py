@@ -113,9 +113,11 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from gatewayd.client import DaemonUnreachableError, ctl_request
 
     failed = False
+    answered = False
     try:
         with ctl_request(_runtime_dir(args.runtime_dir), shlex.join(args.command)) as answer:
             for line in answer:
+                answered = True
                 if line.startswith("error"):
                     failed = True
                     print(f"gatewayd ctl: {line}", file=sys.stderr, flush=True)
@@ -131,6 +133,9 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    if not answered:  # the daemon closed without a word: never report that as success
+        print("gatewayd ctl: error no answer from the daemon; see its log", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
 
 

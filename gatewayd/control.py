@@ -21,13 +21,15 @@ from pathlib import Path
 from gatewayd.console import Console, Reply, ServiceView, Stream, format_event
 from gatewayd.errors import GatewaydError
 from gatewayd.eventbus import EventBus
-from gatewayd.unixsock import UnixSocketServer, refuse_long_line
+from gatewayd.unixsock import RepeatedLog, UnixSocketServer, client_limit, refuse_long_line
 
 LOGGER = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 #: A client has this long to send its command line.
 COMMAND_TIMEOUT_S = 10.0
+#: Places of ctl.sock that ``events`` streams leave free for commands.
+COMMAND_PLACES = 2
 
 
 class ControlServer:
@@ -40,6 +42,8 @@ class ControlServer:
         self._socket = UnixSocketServer(
             path, self._one_command, max_line=MAX_LINE, what="control socket"
         )
+        self._streams = 0
+        self._repeats = RepeatedLog(time.monotonic)
 
     async def start(self) -> None:
         """Bind the socket (replacing a stale one) and accept clients."""
@@ -65,6 +69,15 @@ class ControlServer:
             answer = Console(self._service, origin="ctl", trusted=True).run(line)
         except GatewaydError as exc:  # e.g. the state file became unreadable: say so
             answer = Reply((f"error {exc}",), ok=False)
+        except OSError as exc:  # e.g. the state's file system turned read-only: say so
+            LOGGER.error("control command %r failed: %s", line.split()[:1], exc)
+            answer = Reply(
+                (
+                    f"error the state could not be written ({exc.strerror or exc}); nothing "
+                    "was changed. Check the state directory's disk (space, read-only).",
+                ),
+                ok=False,
+            )
         if isinstance(answer, Reply):
             writer.write("".join(f"{text}\n" for text in answer.lines).encode())
             await writer.drain()
@@ -72,6 +85,27 @@ class ControlServer:
         await self._stream(answer, reader, writer)
 
     async def _stream(
+        self, stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self._streams >= client_limit() - COMMAND_PLACES:
+            # Streams never take the last places: a command (status, reset) always gets in.
+            left_out = self._repeats.allow("busy")
+            if left_out is not None:
+                LOGGER.warning(
+                    "%d event streams, refusing more (busy); %d more refused since the last one",
+                    self._streams,
+                    left_out,
+                )
+            writer.write(b"error busy (too many event streams; try again later)\n")
+            await writer.drain()
+            return
+        self._streams += 1
+        try:
+            await self._stream_events(stream, reader, writer)
+        finally:
+            self._streams -= 1
+
+    async def _stream_events(
         self, stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         sub = self._bus.subscribe()

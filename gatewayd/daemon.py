@@ -3,7 +3,8 @@
 No polling loop and no busy wait: line events arrive from sockets or file
 descriptors, IVR timers are ``loop.call_later`` handles, audio runs on the
 player's own thread and reports back with ``call_soon_threadsafe``. SIGTERM,
-SIGINT and a fatal error all run :meth:`Daemon.close`.
+SIGINT and a fatal error all run :meth:`Daemon.close`. SIGHUP reloads nothing
+(the profile is read at start): it is logged and log files are reopened.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +67,15 @@ from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
 from gatewayd.selftest import Check, live_checks
 from gatewayd.serial_console import SerialConsole
+from gatewayd.statelock import StateLock
 from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
-from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
+from gatewayd.unixsock import RepeatedLog, set_client_limit
+from gatewayd.voicemail.hashing import (
+    CodeHasher,
+    create_pepper,
+    load_pepper,
+    pepper_fingerprint,
+)
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
@@ -86,6 +95,7 @@ class Daemon:
         self.runtime_dir = runtime_dir
         self.bus = EventBus()
         self._clock = time.monotonic
+        self._state_lock: StateLock | None = None
         self._store: Store | None = None
         self._mailbox: MailboxService | None = None
         self._service: SecretCodeService | None = None
@@ -102,6 +112,7 @@ class Daemon:
         self._stopping: asyncio.Event | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        self._line_closing = False
         self._last_keys: list[str] = []
         self._usp: UspAgent | None = None
 
@@ -110,13 +121,21 @@ class Daemon:
     async def start(self) -> None:
         """Open everything in dependency order; raises GatewaydError with the fix on failure."""
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(_quiet_exception_handler(RepeatedLog(self._clock)))
         self._stopping = asyncio.Event()
+        self._handle_signals()
         profile = self.profile
+        set_client_limit(profile.sockets.max_clients)
         voicemail = profile.voicemail
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = StateLock.acquire(self.state_dir)  # one daemon per state
         self._store = Store(self.state_dir / STATE_FILE)
+        self._store.check_writable()  # a state that cannot count a try must not serve calls
+        pepper = self._pepper()
+        self._store.check_pepper(
+            pepper_fingerprint(pepper), resolve_pepper_path(self.profile, self.state_dir)
+        )
         hasher = CodeHasher(
-            self._pepper(),
+            pepper,
             n=voicemail.policy.scrypt_n,
             r=voicemail.policy.scrypt_r,
             p=voicemail.policy.scrypt_p,
@@ -158,6 +177,17 @@ class Daemon:
         interval = watchdog_interval()
         if interval:
             self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
+
+    def _handle_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP is logged: at once, not in serve(), so that a
+        SIGTERM right after READY=1 runs close() instead of killing the process."""
+        assert self._loop is not None
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.stop, sig.name)
+            self._loop.add_signal_handler(signal.SIGHUP, _on_sighup)
+        except (ValueError, RuntimeError):  # not the main thread (tests embedding the daemon)
+            LOGGER.debug("signals not handled: the loop is not in the main thread")
 
     def _make_serial_console(self, hasher: CodeHasher) -> SerialConsole:
         """The technician's console on ``[console]``; its login checks the technician code."""
@@ -214,8 +244,6 @@ class Daemon:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT or :meth:`stop`."""
         assert self._loop is not None and self._stopping is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self.stop, sig.name)
         await self._stopping.wait()
 
     def stop(self, why: str = "stop") -> None:
@@ -232,6 +260,10 @@ class Daemon:
         notify("STOPPING=1")
         if self._watchdog is not None:
             self._watchdog.cancel()
+        # The line first: no ring, key or answer may reach the call flow once we stop.
+        line, self._line_closing = self._line, True
+        if line is not None:
+            await line.close()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -247,10 +279,10 @@ class Daemon:
             await self._control.close()
         if self._mailbox is not None:
             self._mailbox.close()  # a recording in progress is kept, as on a hang-up
-        if self._line is not None:
-            await self._line.close()
         if self._store is not None:
             self._store.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
         LOGGER.info("stopped")
 
     def _ping_watchdog(self, interval: float) -> None:
@@ -263,11 +295,20 @@ class Daemon:
         self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
 
     def _health_ok(self) -> bool:
+        """The state file can be read (on disk, not a cache) and written; a write did not fail."""
+        assert self._store is not None and self._service is not None
         try:
-            assert self._store is not None
-            self._store.check_readable()  # the file on disk, not a cache
+            self._store.check_readable()
         except Exception:
             LOGGER.exception("state file unreadable")
+            return False
+        try:
+            self._store.check_writable()
+        except GatewaydError as exc:
+            LOGGER.error("state not writable: %s", exc)
+            return False
+        if not self._service.writable:
+            LOGGER.error("a write of the state failed; code checks are stopped")
             return False
         return True
 
@@ -276,6 +317,8 @@ class Daemon:
     def feed(self, event: LineEvent) -> None:
         """A line event (from a driver, a timer or the player): run the IVR, carry out actions."""
         assert self._ivr is not None
+        if self._line_closing:
+            return  # shutting down: the service takes no more events
         if isinstance(event, Ring):
             self.bus.publish({"type": "ring"})
         elif isinstance(event, LineFault):
@@ -510,6 +553,41 @@ class Daemon:
     def set_log_level(self, level: str) -> None:
         """Change the log level (the console's ``loglevel LEVEL``)."""
         set_level(level)
+
+
+def _on_sighup() -> None:
+    """SIGHUP reloads nothing (the profile is read at start): log it, reopen log files.
+
+    Never the default action (which ends the process silently).
+    """
+    LOGGER.warning(
+        "SIGHUP: log files reopened; the profile is not reloaded (restart gatewayd to apply "
+        "a change)"
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()  # reopened at the next record (logrotate moved the file)
+
+
+def _quiet_exception_handler(
+    repeats: RepeatedLog,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An event-loop error handler that logs a repeated error once a minute, with a count.
+
+    E.g. ``accept`` failing for lack of file descriptors must not flood the log.
+    """
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        key = f"{context.get('message')}|{type(exception).__name__}|{exception}"
+        left_out = repeats.allow(key)
+        if left_out is None:
+            return
+        if left_out:
+            context = {**context, "message": f"{context.get('message')} ({left_out} more like it)"}
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 async def _main(daemon: Daemon) -> int:

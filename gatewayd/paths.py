@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,3 +97,42 @@ def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
     chosen = configured if configured.is_absolute() else state_dir / configured
     LOGGER.debug("pepper file %s (from storage.pepper_file)", chosen)
     return chosen
+
+
+class NotARegularFile(OSError):
+    """A path that must be a regular file is a symlink, a FIFO, a device, or too large."""
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """Read a regular file of at most ``max_bytes``, never following a symlink, never blocking.
+
+    FileNotFoundError if absent; :class:`NotARegularFile` (saying what it is) for a
+    symlink (dangling or not), a FIFO, a device, a directory or a file too large;
+    OSError otherwise. A FIFO or ``/dev/zero`` would hang or fill memory.
+    """
+    if path.is_symlink():
+        target = os.readlink(path)
+        dangling = "" if path.exists() else ", which does not exist"
+        raise NotARegularFile(f"is a symlink to {target}{dangling}; put the real file there")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except IsADirectoryError:
+        raise NotARegularFile("is a directory, not a file") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "not a regular file"
+            raise NotARegularFile(f"is {kind}; put a regular file there")
+        if info.st_size > max_bytes:
+            raise NotARegularFile(f"is {info.st_size} bytes, more than the {max_bytes} expected")
+        chunks = []
+        budget = max_bytes + 1
+        while budget > 0 and (chunk := os.read(fd, min(budget, 1 << 20))):
+            chunks.append(chunk)
+            budget -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise NotARegularFile(f"grew past the {max_bytes} bytes expected while read")
+        return data
+    finally:
+        os.close(fd)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, cast
 
 from gatewayd.errors import ProfileError
-from gatewayd.paths import shipped_profiles_dir
+from gatewayd.paths import NotARegularFile, read_regular_file, shipped_profiles_dir
 from gatewayd.schema import (
     Bool,
     Int,
@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 __all__ = ["LANGUAGES", "TONE_PLANS"]  # re-exported: they used to live here
 
 LOGGER = logging.getLogger(__name__)
+
+#: A profile larger than this is not a profile (``/dev/zero``, a log file...).
+PROFILE_MAX_BYTES = 1024 * 1024
 
 Driver = Literal["sim", "gpio-slic", "v253-modem"]
 GpioBackend = Literal["rpi", "gpiod", "fake"]
@@ -391,6 +394,18 @@ class LoggingSection:
 
 
 @dataclass(frozen=True)
+class SocketsSection:
+    """``[sockets]``: limits of the local sockets (ctl.sock, sim.sock, gpio.sock)."""
+
+    max_clients: int = setting(
+        Int(minimum=4, maximum=1024),
+        "clients at once on each socket (fewer if the open-file limit is low); past it a "
+        "client is answered `error busy`; `events` streams leave 2 places for commands",
+        32,
+    )
+
+
+@dataclass(frozen=True)
 class Profile:
     """A validated hardware profile; ``name`` is the file's stem, ``source`` the file read."""
 
@@ -405,6 +420,7 @@ class Profile:
     tones: dict[str, dict[str, object]] = field(hash=False)
     storage: StorageSection
     logging: LoggingSection
+    sockets: SocketsSection
     #: ``[usp]`` (TR-369 management), raw: validated by gatewayd.usp.config when the daemon starts.
     usp: dict[str, object] | None = field(default=None, hash=False)
 
@@ -428,8 +444,12 @@ def shipped_profile_names() -> list[str]:
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load and validate a profile: a bare name (``sim``) is a shipped profile, else a file path."""
     source = _locate(name_or_path)
+    # A symlinked profile is fine (it is only read); a FIFO or /dev/zero is refused.
+    readable = source.resolve() if source.is_symlink() and source.exists() else source
     try:
-        text = source.read_bytes().decode("utf-8")
+        text = read_regular_file(readable, PROFILE_MAX_BYTES).decode("utf-8")
+    except NotARegularFile as exc:
+        raise ProfileError(f"{source}: the profile {exc}") from None
     except FileNotFoundError as exc:
         raise ProfileError(
             f"{source}: no such profile file; give an existing .toml path or a shipped "
@@ -494,6 +514,7 @@ _SECTIONS: Final = (
     "tones",
     "storage",
     "logging",
+    "sockets",
     "usp",
 )
 
@@ -521,6 +542,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
     tones = _tones(root.child_or_empty("tones"))
     storage = _storage(root.child_or_empty("storage"), driver)
     logging_section = read(root.child_or_empty("logging"), LoggingSection)
+    sockets = read(root.child_or_empty("sockets"), SocketsSection)
     usp_table = root.child("usp")
 
     problems.raise_if_any()
@@ -531,6 +553,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         or voicemail is None
         or storage is None
         or logging_section is None
+        or sockets is None
     ):
         # Each of these is None only after a problem was recorded, and we raised above.
         raise AssertionError("profile section missing without a recorded problem")
@@ -545,6 +568,7 @@ def _build_profile(data: Mapping[str, object], source: Path) -> Profile:
         tones=tones,
         storage=storage,
         logging=logging_section,
+        sockets=sockets,
         usp=dict(usp_table.data) if usp_table is not None else None,
     )
 
@@ -734,6 +758,7 @@ README_TABLES: Final[Mapping[str, type[DataclassInstance]]] = {
     "tones.NAME": ToneSection,
     "storage": StorageSection,
     "logging": LoggingSection,
+    "sockets": SocketsSection,
 }
 _README_BLOCK = re.compile(r"(<!-- schema:(\S+) -->\n).*?(<!-- /schema -->)", re.DOTALL)
 

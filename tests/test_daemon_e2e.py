@@ -171,8 +171,10 @@ def test_a_failure_inside_a_call_ends_that_call_but_not_the_daemon(daemon) -> No
     assert daemon.sim("remote call") == "ok"
     assert daemon.sim("remote press *") == "ok"  # in the greeting: the code
     assert daemon.sim(f"remote press {CODE}#") == "ok"  # counting the try must write: it fails
+    # Failed closed (issue 15.1): the caller is told and the box hangs up.
+    events.wait_for(lambda e: e["type"] == "prompt" and e["id"] == "service_unavailable")
     end = events.wait_for(lambda e: e["type"] == "call" and e["state"] == "end")
-    assert end["reason"] == "error"
+    assert end["reason"] in ("ended", "error")
     assert not events.of_type("auth")  # failed closed: no access, nothing checked
     assert daemon.proc is not None and daemon.proc.poll() is None
     assert "does not parse" in daemon.log_text()

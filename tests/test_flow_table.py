@@ -271,3 +271,9 @@ def test_readme_shows_the_current_tree() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     shown = readme.split("<!-- menu:begin -->\n```\n", 1)[1].split("```\n<!-- menu:end -->")[0]
     assert shown == render(Keys(), "text", "default keys"), "run: gatewayd menu; update README"
+
+
+def test_every_option_names_a_key_of_the_profile() -> None:
+    fields = set(Keys.__dataclass_fields__)
+    for menu in MENUS.values():
+        assert {option.key for option in menu.options} <= fields, menu.state

@@ -49,6 +49,7 @@ def test_the_create_flow_keyed_in_band_stores_a_code(tmp_path: Path) -> None:
     )
     pepper = tmp_path / "pepper"
     pepper.write_bytes(os.urandom(32))
+    pepper.chmod(0o600)  # a pepper others can read is refused at start
     profile = tmp_path / "inband.toml"
     profile.write_text(
         fake_profile_text(

@@ -79,8 +79,9 @@ mailbox_exists = false
 tone_plan = "fr"
 
 [voicemail.keys]
-back = "0"
+back = "#"
 end_entry = "*"
+listen_next = "*"
 
 [voicemail.timeouts]
 menu = 6
@@ -194,7 +195,7 @@ def test_full_gpio_slic_profile_loads_every_key(tmp_path: Path) -> None:
     assert voicemail.language == "en"
     assert voicemail.line_number == "0140000000"
     assert voicemail.mailbox_exists is False
-    assert voicemail.keys == Keys(back="0", end_entry="*")
+    assert voicemail.keys == Keys(back="#", end_entry="*", listen_next="*")
     assert voicemail.timeouts == Timeouts(menu=6.0, entry_tries=2)
     assert voicemail.policy == Policy(lock_after=6, scrypt_n=4096, cooldown_first_s=60.0)
     assert profile.tones == {
@@ -592,7 +593,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     assert sorted(lines[1:]) == sorted(
         [
             f"{path}: bogus: unknown section; known sections: "
-            "audio, board, console, line, logging, storage, tones, usp, voicemail",
+            "audio, board, console, line, logging, sockets, storage, tones, usp, voicemail",
             f"{path}: board.name: missing required key; expected a non-empty string",
             f"{path}: line.answer_after_rings: expected an integer from 1 to 15, got integer 0",
             f"{path}: voicemail.policy.lock_after: expected an integer >= 1, got boolean true",

@@ -23,6 +23,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from gatewayd.errors import StateFileError
+from gatewayd.paths import NotARegularFile, read_regular_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ def _tmp_prefix(path: Path) -> str:
 def temp_files(path: Path) -> list[Path]:
     """Temporary files of an interrupted atomic write of ``path``."""
     return sorted(path.parent.glob(_tmp_prefix(path) + "*"))
+
+
+#: A state or index file larger than this is not ours (ours are a few KiB).
+MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 def fsync_dir(directory: Path) -> None:
@@ -120,9 +125,11 @@ class AtomicJSONStorage(Storage):
             copy: dict[str, Any] = json.loads(json.dumps(self._batch))
             return copy  # a copy: TinyDB mutates what it reads
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular_file(self.path, MAX_FILE_BYTES)
         except FileNotFoundError:
             return None
+        except NotARegularFile as exc:
+            raise self.unreadable(f"the file {exc}") from None
         except OSError as exc:
             raise self.unreadable(f"cannot read the file ({exc})") from exc
         if not raw:
@@ -130,7 +137,9 @@ class AtomicJSONStorage(Storage):
             raise self.unreadable("the file is empty (truncated)")
         try:
             data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except RecursionError:
+            raise self.unreadable("the file does not parse (nested too deep)") from None
+        except ValueError as exc:  # bad JSON, bad UTF-8, an integer of thousands of digits
             raise self.unreadable(f"the file does not parse ({exc})") from None
         if not isinstance(data, dict):
             raise self.unreadable("the file is not a JSON object")

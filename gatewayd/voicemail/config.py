@@ -32,6 +32,9 @@ _KEY = Text(
 )
 _SECONDS = Real(above=0, unit="s")
 _COUNT = Int(minimum=1)
+#: The most memory a code check may take: a quarter of the smallest supported board's
+#: 512 MiB, leaving the rest to the system (DESIGN.md: the box also routes and records).
+SCRYPT_MAX_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,35 @@ class Keys:
     greeting_code: str = setting(_KEY, "during the greeting: ask for the code (remote access)", "*")
     end_recording: str = setting(_KEY, "while a message is recorded: end it", "#")
 
+    def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+        """Keys a caller could not tell apart: two options of one menu (or an option and
+        ``back``) on the same key, and entry keys that are digits or equal."""
+        # flow.py imports Keys: the menus are read here, when a profile is checked.
+        from gatewayd.voicemail.flow import MENUS, exclusive
+
+        for menu in MENUS.values():
+            options = [(option.key, option.when) for option in menu.options]
+            if menu.announced:
+                options.append(("back", None))
+            for index, (field, when) in enumerate(options):
+                for other, other_when in options[:index]:
+                    same = field != other and getattr(self, field) == getattr(self, other)
+                    if same and not exclusive(when, other_when):
+                        yield (
+                            field,
+                            f"expected a key other than {key(other)} "
+                            f"({getattr(self, other)!r}): both are keys of the {menu.state} menu",
+                        )
+        if self.back == self.end_entry:
+            yield (
+                "end_entry",
+                f"expected a key other than {key('back')} ({self.back!r}): a code entry "
+                "could not be ended",
+            )
+        for field in ("back", "end_entry"):
+            if getattr(self, field).isdigit():
+                yield field, f"expected * or #, got {getattr(self, field)!r}: codes are digits"
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -78,6 +110,19 @@ class Timeouts:
     )
     entry_tries: int = setting(
         _COUNT, "invalid code entries (bad length, trivial) before going back to the menu", 3
+    )
+    code_check_max: float = setting(
+        _SECONDS,
+        "a call asked for the code ends this long after the request unless the code is "
+        "right (keys every few seconds cannot hold the line)",
+        90.0,
+    )
+    call_max: float = setting(
+        _SECONDS,
+        "any call of the service (menus, greeting, message) ends after this (2 h: a full "
+        "mailbox, 30 messages of 3 min, can be heard in one call); a call the subscriber "
+        "took on the handset is never cut",
+        7200.0,
     )
 
 
@@ -104,13 +149,25 @@ class Policy:
     scrypt_p: int = setting(_COUNT, "scrypt parallelism p", 1)
 
     def check(self, key: Callable[[str], str]) -> Iterator[tuple[str, str]]:
-        """The cap is not below the first cool-down."""
+        """The cap is not below the first cool-down; scrypt fits the board's memory."""
         if self.cooldown_cap_s < self.cooldown_first_s:
             yield (
                 "cooldown_cap_s",
                 f"expected a value >= {key('cooldown_first_s')} ({self.cooldown_first_s:g}), "
                 f"got {self.cooldown_cap_s:g}",
             )
+        memory = self.scrypt_memory_bytes()
+        if memory > SCRYPT_MAX_BYTES:
+            yield (
+                "scrypt_n",
+                f"scrypt would need {memory // 2**20} MiB per check ({key('scrypt_n')} x "
+                f"{key('scrypt_r')} x 128 bytes); at most {SCRYPT_MAX_BYTES // 2**20} MiB fits "
+                "the boards (every check would fail): lower scrypt_n or scrypt_r",
+            )
+
+    def scrypt_memory_bytes(self) -> int:
+        """Memory one scrypt check needs (128 * r * n, and the p lanes' blocks)."""
+        return 128 * self.scrypt_r * (self.scrypt_n + self.scrypt_p)
 
     def cooldown_seconds(self, failures: int) -> float:
         """Cool-down started by the given consecutive failure count (0 if none starts)."""

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from gatewayd.events import ComposedPrompt
-from gatewayd.voicemail.config import Keys
+
+if TYPE_CHECKING:  # config.py reads MENUS to check a profile's keys: no import back at run time
+    from gatewayd.voicemail.config import Keys
 
 
 class State(StrEnum):
@@ -133,8 +136,6 @@ class Option:
     def __post_init__(self) -> None:
         if (self.go is None) == (self.do is None):
             raise ValueError(f"option {self.key}: give exactly one of go= or do=")
-        if self.key not in Keys.__dataclass_fields__:
-            raise ValueError(f"option key {self.key!r} is not a field of Keys")
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,15 @@ SECRET_STATES = frozenset({State.CODE_CHECK, State.CODE_ENTRY, State.ENDING, Sta
 def key_fragment(key: str) -> str:
     """The prompt id that speaks ``key`` (``digit_1``, ``key_star``, ...)."""
     return KEY_FRAGMENTS[key]
+
+
+#: Conditions that never hold together: options under them may share a key.
+EXCLUSIVE_CONDS = frozenset({frozenset({Cond.CODE_SET, Cond.NO_CODE})})
+
+
+def exclusive(one: Cond | None, other: Cond | None) -> bool:
+    """Whether two options' conditions never hold at once (then they may share a key)."""
+    return one is not None and other is not None and frozenset({one, other}) in EXCLUSIVE_CONDS
 
 
 def option_applies(option: Option, facts: frozenset[Cond]) -> bool:

@@ -12,9 +12,11 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from gatewayd.errors import PepperError
+from gatewayd.paths import NotARegularFile, read_regular_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -23,8 +25,12 @@ HASH_BYTES = 32
 #: A pepper shorter than this is a provisioning mistake (e.g. an empty file), not a secret.
 PEPPER_MIN_BYTES = 16
 PEPPER_BYTES = 32
+#: A pepper file larger than this is not a pepper (``/dev/zero``, a log file...).
+PEPPER_MAX_BYTES = 4096
 #: File name of the pepper in systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``).
 PEPPER_CREDENTIAL = "gatewayd-pepper"
+#: The label whose HMAC under the pepper is its fingerprint in the state (issue 15.6).
+FINGERPRINT_LABEL = b"gatewayd pepper fingerprint v1"
 
 
 class CodeHasher:
@@ -73,7 +79,12 @@ def pepper_path(configured: Path) -> Path:
 def load_pepper(path: Path) -> bytes:
     """Read the pepper; a missing, unreadable or short file is a clear error, never a default."""
     try:
-        pepper = path.read_bytes()
+        pepper = read_regular_file(path, PEPPER_MAX_BYTES)
+    except NotARegularFile as exc:
+        raise PepperError(
+            f"{path}: the pepper {exc} (at most {PEPPER_MAX_BYTES} bytes, mode 0600); "
+            "restore the box's pepper file there"
+        ) from None
     except FileNotFoundError:
         raise PepperError(
             f"{path}: pepper file missing; this box is not provisioned. "
@@ -88,13 +99,30 @@ def load_pepper(path: Path) -> bytes:
             f"{path}: pepper is {len(pepper)} bytes, at least {PEPPER_MIN_BYTES} are needed; "
             "re-provision with `gatewayd provision --force` (this invalidates the stored code)"
         )
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PepperError(
+            f"{path}: the pepper is readable or writable by others than its owner "
+            f"(mode {mode:04o}); chmod 600 {path}"
+        )
     return pepper
+
+
+def pepper_fingerprint(pepper: bytes) -> str:
+    """What the state stores to recognise its pepper: an HMAC of a fixed label, never the pepper."""
+    return hmac.new(pepper, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
 
 def create_pepper(path: Path) -> bytes:
     """Create a new random pepper at ``path`` (mode 0600); never overwrites an existing one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pepper = secrets.token_bytes(PEPPER_BYTES)
+    if path.is_symlink():
+        gone = "" if path.exists() else ", which does not exist"
+        raise PepperError(
+            f"{path}: is a symlink to {os.readlink(path)}{gone}; gatewayd neither follows nor "
+            "replaces it. Restore the pepper file the link points to, or remove the link."
+        )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

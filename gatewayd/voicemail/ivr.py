@@ -88,13 +88,16 @@ from gatewayd.voicemail.flow import (
     menu_prompt,
     variant,
 )
-from gatewayd.voicemail.policy import Access, SecretCodeService
+from gatewayd.voicemail.policy import Access, SecretCodeService, ServiceUnavailable
 
 LOGGER = logging.getLogger(__name__)
 
 #: Timer names the IVR asks for.
 DIAL_TIMER = "dial"
 MENU_TIMER = "menu"
+#: The whole call (``timeouts.call_max``) and the code check (``timeouts.code_check_max``).
+CALL_TIMER = "call"
+CODE_TIMER = "code"
 #: Event loops may fire a timer a hair before its deadline; earlier than this is stale.
 TIMER_SLACK_S = 0.005
 #: A digit buffer never grows past this: an over-long entry is just "bad length".
@@ -103,6 +106,19 @@ MAX_ENTRY_KEYS = 16
 SEEK_S = 5.0
 #: A greeting shorter than this (after trimming silence) is not kept.
 GREETING_MIN_S = 1.0
+#: States whose keys may be shown in clear (``status``, events): the number being dialled
+#: and the menus' choices. Everywhere else (an entry, a recording, an ending or dead call,
+#: no call at all, e.g. after an error or a hang-up) keys are masked.
+CLEAR_KEY_STATES = (
+    frozenset(
+        {State.DIALING, State.MAIN_MENU, State.PERSONALISE_MENU, State.CODE_MENU}
+        | {State.CODE_CONFIRM, State.GREETING, State.LISTENING, State.GREETING_MENU}
+        | {State.GREETING_CONFIRM}
+    )
+    - SECRET_STATES
+)
+#: What the handset hears after an error in its call, until it goes on-hook.
+ERROR_TONE = "congestion"
 
 
 # --- per-flow context -------------------------------------------------------------
@@ -345,8 +361,8 @@ class Ivr:
 
     @property
     def masking(self) -> bool:
-        """True while keys are code digits (logs and events must show them masked)."""
-        return self._call is not None and self._call.state in SECRET_STATES
+        """True unless the call is in a state whose keys may be shown (CLEAR_KEY_STATES)."""
+        return self._call is None or self._call.state not in CLEAR_KEY_STATES
 
     def facts(self, party: Party | None = None) -> frozenset[Cond]:
         """The conditions that hold now for ``party`` (default: the caller in the call)."""
@@ -373,9 +389,30 @@ class Ivr:
             # A bug in one call must not take the line down: end the call, keep the service.
             LOGGER.exception("error in the call flow; ending the call")
             self._out.append(StopAudio())
-            self._end_call(reason="error")
+            self._fail_call()
         out, self._out = self._out, []
         return out
+
+    def _fail_call(self) -> None:
+        """After an error: hang up a remote call; the handset hears the error tone until on-hook.
+
+        Every step here must work whatever state the error left: no prompt, no store.
+        """
+        call = self._call
+        if call is None:
+            return
+        for name in list(self._deadlines):
+            self._cancel_timer(name)
+        call.flow = None  # drops any digits keyed so far
+        call.then = None
+        call.play_id = None
+        if call.party == "handset" and self._handset_off and call.state is not State.TAKEN:
+            call.state = State.DEAD  # keys stay masked until the handset goes on-hook
+            call.tone = True
+            self._out.append(PlayTone(ERROR_TONE))
+            return
+        self._out.append(Hangup())
+        self._end_call(reason="error")
 
     def _dispatch(self, event: LineEvent) -> None:
         match event:
@@ -425,6 +462,7 @@ class Ivr:
             return
         self._call = _Call(party="handset", state=State.DIALING, flow=Dialing())
         self._notify({"type": "call", "party": "handset", "state": "start"})
+        self._start_timer(CALL_TIMER, self._timeouts.call_max)
         # Message waiting (DESIGN §7.5): a stuttered dial tone while new messages wait.
         self._tone("mwi" if self._mailbox.new_count() > 0 else "dial")
         self._start_timer(DIAL_TIMER, self._timeouts.first_digit)
@@ -472,6 +510,7 @@ class Ivr:
         caller = call.flow.caller if call and isinstance(call.flow, Incoming) else None
         self._call = _Call(party="remote")
         self._notify({"type": "call", "party": "remote", "state": "start"})
+        self._start_timer(CALL_TIMER, self._timeouts.call_max)
         self._greet(caller)
 
     def _on_remote_hangup(self) -> None:
@@ -505,9 +544,7 @@ class Ivr:
         call = self._call
         if call is None or call.party != party:
             return  # key while on-hook, or from a party not in the call
-        self._notify(
-            {"type": "key", "party": party, "key": "masked" if call.state in SECRET_STATES else key}
-        )
+        self._notify({"type": "key", "party": party, "key": "masked" if self.masking else key})
         if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
         menu = MENUS.get(call.state)
@@ -619,6 +656,10 @@ class Ivr:
             remaining = self._service.status().cooldown_remaining_s
             self._notify({"type": "cooldown", "seconds": round(remaining)})
             return self._finish(("code_too_many_failures",))
+        if access is Access.UNAVAILABLE:
+            return self._finish(("service_unavailable",))
+        if CODE_TIMER not in self._deadlines:  # from the first request; a retry does not extend
+            self._start_timer(CODE_TIMER, self._timeouts.code_check_max)
         self._enter(State.CODE_CHECK)
 
     def _check_code(self, call: _Call, code: str) -> None:
@@ -626,10 +667,13 @@ class Ivr:
             return self._enter_code_check()  # a reset or another call changed things meanwhile
         try:
             result = self._service.check(code, call.party)
+        except ServiceUnavailable:
+            return self._finish(("service_unavailable",))  # nothing counted, nothing compared
         except PolicyError:
             return self._enter_code_check()
         call.checks += 1
         if result.ok:
+            self._cancel_timer(CODE_TIMER)
             self._notify({"type": "auth", "result": "ok", "failures": 0, "party": call.party})
             return self._enter_menu(State.MAIN_MENU)
         self._notify(
@@ -1034,7 +1078,9 @@ class Ivr:
         call = self._call
         if call is None:
             return
-        if name == DIAL_TIMER and call.state is State.DIALING:
+        if name in (CALL_TIMER, CODE_TIMER):
+            self._call_limit(call, name)
+        elif name == DIAL_TIMER and call.state is State.DIALING:
             self._out.append(StopAudio())
             self._dead("congestion")
         elif name == MENU_TIMER and (call.state in MENUS or call.state in ENTRIES):
@@ -1045,6 +1091,18 @@ class Ivr:
                 self._finish(("goodbye",))
             else:
                 self._prompt(call.state)
+
+    def _call_limit(self, call: _Call, name: str) -> None:
+        """The call (or its code check) lasted too long: goodbye, then hang up or busy tone."""
+        if call.state in (State.ENDING, State.DEAD, State.TAKEN, State.RINGING):
+            return  # already ending, or not the service's call
+        LOGGER.info("%s call ended by the %s time limit", call.party, name)
+        self._out.append(StopAudio())
+        if isinstance(call.flow, Message) and call.flow.recording:
+            call.flow.recording = False
+            self._out.append(StopRecording("hangup"))  # what was said is kept
+        call.flow = None
+        self._finish(("goodbye",))
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._deadlines[name] = self._clock() + seconds

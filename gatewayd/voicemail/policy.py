@@ -4,6 +4,12 @@ The smart-card rule: a try is counted and made durable *before* the code is
 compared, so a hang-up or a power cut after the last digit never gives a free
 try. Cool-downs run on the injected monotonic clock (a box may have no
 real-time clock) and start again in full after a restart.
+
+The cool-down and the lock follow from the durable count alone: the cool-down a
+wrong code would start is armed as soon as the count is on disk, before the
+comparison, so nothing that fails afterwards (the comparison, the audit, the lock
+flag) can skip it. A state that cannot be written stops code checks (fail
+closed): :attr:`Access.UNAVAILABLE` until a write can land again.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gatewayd.errors import PolicyError
+from gatewayd.errors import PolicyError, StateFileError
 from gatewayd.voicemail.codes import CODE_LENGTH, Refusal, refusal_reason
 from gatewayd.voicemail.config import Policy
 from gatewayd.voicemail.hashing import CodeHasher
-from gatewayd.voicemail.repository import SecretsRepository
+from gatewayd.voicemail.repository import FieldValue, SecretsRepository
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +39,12 @@ class Access(enum.Enum):
     NO_CODE = "no_code"
     COOLDOWN = "cooldown"
     LOCKED = "locked"
+    #: The state cannot be written: no try could be counted, so none is allowed.
+    UNAVAILABLE = "unavailable"
+
+
+class ServiceUnavailable(PolicyError):
+    """The state cannot be written, so a code check cannot be counted: checks stop."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,8 @@ class SecretCodeService:
         self._clock = clock
         self._line_number = line_number
         self._cooldown_until = 0.0
+        #: A write of the secrets failed: code checks stop until the state is writable again.
+        self._unwritable = False
         mailbox = secrets.mailbox()
         # Re-arm the current cool-down in full: the monotonic clock restarted with the box.
         if not self._is_locked(mailbox.failures, mailbox.locked):
@@ -110,6 +124,37 @@ class SecretCodeService:
 
     def _is_locked(self, failures: int, locked_flag: bool) -> bool:
         return locked_flag or failures >= self._policy.lock_after
+
+    @property
+    def writable(self) -> bool:
+        """False after a failed write of the secrets, until a probe finds the state writable."""
+        return not self._still_unwritable()
+
+    def _write(self, **fields: FieldValue) -> None:
+        """A durable write of the mailbox; a failure makes the service unavailable (fail closed)."""
+        try:
+            self._secrets.update_mailbox(**fields)
+        except (OSError, StateFileError) as exc:
+            self._unwritable = True
+            LOGGER.error(
+                "the state cannot be written (%s); code checks stop until it can. "
+                "Check the state directory's disk (space, read-only, errors).",
+                exc,
+            )
+            raise ServiceUnavailable(f"the state cannot be written ({exc})") from exc
+
+    def _still_unwritable(self) -> bool:
+        """After a failed write: probe (writes nothing); True while the state is unwritable."""
+        if not self._unwritable:
+            return False
+        try:
+            self._secrets.check_writable()
+        except (OSError, StateFileError) as exc:
+            LOGGER.debug("state still not writable: %s", exc)
+            return True
+        self._unwritable = False
+        LOGGER.warning("the state is writable again; code checks resume")
+        return False
 
     def status(self) -> CodeStatus:
         """Current state of the code, without any secret."""
@@ -133,6 +178,8 @@ class SecretCodeService:
             return Access.LOCKED
         if self._clock() < self._cooldown_until:
             return Access.COOLDOWN
+        if self._still_unwritable():
+            return Access.UNAVAILABLE
         return Access.OPEN
 
     def check(self, code: str, origin: str) -> CheckResult:
@@ -140,6 +187,9 @@ class SecretCodeService:
 
         Raises :class:`PolicyError` if access is not open (no code, cool-down, lock):
         the caller must ask :meth:`access` first; nothing is counted then.
+        :class:`ServiceUnavailable` if the count cannot be written (nothing is compared).
+        Once the count is durable, the cool-down or lock it implies holds even if
+        something after it raises.
         """
         if len(code) != CODE_LENGTH or not code.isdigit():
             raise ValueError("a code check needs exactly 4 digits")
@@ -149,24 +199,35 @@ class SecretCodeService:
         mailbox = self._secrets.mailbox()
         assert mailbox.code_hash is not None and mailbox.salt is not None
         failures = mailbox.failures + 1
-        self._secrets.update_mailbox(failures=failures)  # durable before the comparison
+        self._write(failures=failures)  # durable before the comparison
+        locked = failures >= self._policy.lock_after
+        cooldown = 0.0 if locked else self._policy.cooldown_seconds(failures)
+        if cooldown:
+            # Armed from the durable count, before anything else can fail: a right code
+            # clears it below, an exception anywhere after this line leaves it in force.
+            self._cooldown_until = self._clock() + cooldown
         if self._hasher.verify(code, mailbox.salt, mailbox.code_hash):
-            self._secrets.update_mailbox(failures=0, locked=False)
+            self._write(failures=0, locked=False)
             self._cooldown_until = 0.0
             LOGGER.info("right code from %s; failure counter cleared", origin)
             return CheckResult(ok=True, failures=0)
-        locked = failures >= self._policy.lock_after
-        cooldown = 0.0 if locked else self._policy.cooldown_seconds(failures)
-        with self._secrets.transaction():
-            if locked:
-                self._secrets.update_mailbox(locked=True)
-            self._secrets.audit("failure", origin, failures=failures)
-            if cooldown:
-                self._secrets.audit("cooldown", origin, seconds=cooldown)
-            if locked:
-                self._secrets.audit("lock", origin, failures=failures)
-        if cooldown:
-            self._cooldown_until = self._clock() + cooldown
+        try:
+            with self._secrets.transaction():
+                if locked:
+                    self._secrets.update_mailbox(locked=True)
+                self._secrets.audit("failure", origin, failures=failures)
+                if cooldown:
+                    self._secrets.audit("cooldown", origin, seconds=cooldown)
+                if locked:
+                    self._secrets.audit("lock", origin, failures=failures)
+        except (OSError, StateFileError) as exc:
+            # The count is on disk, so the lock (failures >= lock_after) and the cool-down hold.
+            self._unwritable = True
+            LOGGER.error(
+                "could not write the lock flag or the audit of a failure (%s); the failure "
+                "is counted. Code checks stop until the state is writable.",
+                exc,
+            )
         LOGGER.warning(
             "wrong code from %s (%d consecutive failures)%s",
             origin,

@@ -118,6 +118,10 @@ class SecretsRepository(Protocol):
         """Everything written inside lands at once, or not at all."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise OSError if a write of the secrets cannot land now (a probe that writes nothing)."""
+        ...
+
 
 class MemorySecrets:
     """A :class:`SecretsRepository` in memory: the same rules as the file, no I/O.
@@ -155,6 +159,9 @@ class MemorySecrets:
         """Audit records, oldest first."""
         records = copy.deepcopy(self._audit)
         return records[-last:] if last else records
+
+    def check_writable(self) -> None:
+        """Memory is always writable."""
 
     def _wrote(self) -> None:
         if self._depth:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 
 from tinydb import Query
 
-from gatewayd.errors import StateFileError
+from gatewayd.errors import PepperError, StateFileError
 from gatewayd.voicemail.atomicdb import AtomicJSONStorage, Fault, fsync_dir, open_atomic_db
 from gatewayd.voicemail.auditlog import AuditLog, audit_path
 from gatewayd.voicemail.hashing import HASH_BYTES, SALT_BYTES
@@ -58,6 +59,9 @@ SCHEMA_VERSION = 2
 #: Schema 1 files (audit table inside) are migrated when opened.
 _MIGRATED_SCHEMAS = frozenset({1})
 MAILBOX_ID = "default"
+#: Free space kept beyond a second copy of the state file: the temporary file's block
+#: rounding and an audit record.
+WRITE_MARGIN_BYTES = 64 * 1024
 #: The one technician document (``technician`` table); absent in files written before it existed.
 TECHNICIAN_ID = "technician"
 
@@ -152,7 +156,8 @@ class Store:
     def _init_or_check(self) -> None:
         meta = self._meta.all()
         if not meta:
-            if self._storage.read():
+            # Only an absent file is new: `{}` or any JSON without our schema is not ours.
+            if self._storage.read() is not None:
                 raise StateFileError(
                     f"{self.path}: no schema version in the state file. {_FIX_HINT}"
                 )
@@ -246,6 +251,57 @@ class Store:
         """Read and validate the file itself (not TinyDB's caches): for health checks."""
         self._storage.read()
         self.mailbox()
+
+    def check_pepper(self, fingerprint: str, pepper_path: Path) -> None:
+        """Refuse a pepper other than the state's (PepperError); record it on first use.
+
+        With another pepper every right code would count as a failure and the
+        subscriber would lock themself out.
+        """
+        meta = self._meta.all()
+        stored = meta[0].get("pepper") if meta else None
+        if stored is None:
+            self._meta.update({"pepper": fingerprint})
+            LOGGER.info("%s: recorded the pepper's fingerprint", self.path)
+        elif stored != fingerprint:
+            raise PepperError(
+                f"{pepper_path}: not the pepper this state was made with ({self.path}); with it "
+                "every right code would count as a failure. Restore the box's original pepper; "
+                "if it is lost, move the state file away and have the advisor reset the code."
+            )
+
+    def check_writable(self) -> None:
+        """StateFileError unless a rewrite of the state and an audit record can land now.
+
+        Writes nothing (flash wear): the directory must be writable, its file system
+        not read-only, with room for a second copy of the file (the atomic rewrite)
+        and an audit record.
+        """
+        directory = self.path.parent
+        try:
+            fs = os.statvfs(directory)
+        except OSError as exc:
+            raise StateFileError(f"{directory}: cannot check the state directory ({exc})") from exc
+        if fs.f_flag & os.ST_RDONLY:
+            raise StateFileError(
+                f"{directory}: the file system is read-only; the state cannot be written. "
+                "Remount it read-write (or check the storage for errors)."
+            )
+        if not os.access(directory, os.W_OK):
+            raise StateFileError(
+                f"{directory}: not writable by this user; give the gatewayd user write access."
+            )
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        needed = 2 * size + WRITE_MARGIN_BYTES
+        free = fs.f_bavail * fs.f_frsize
+        if free < needed:
+            raise StateFileError(
+                f"{directory}: {free} bytes free, a write of the state needs about {needed}. "
+                "Free some space on that file system."
+            )
 
     def update_mailbox(self, **fields: FieldValue) -> None:
         """Update mailbox fields in one TinyDB call (one atomic file replacement)."""
