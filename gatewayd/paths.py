@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +37,32 @@ SIM_SOCKET = "sim.sock"
 GPIO_SOCKET = "gpio.sock"
 
 
+def shipped_dir(name: str) -> Path:
+    """A folder gatewayd ships (``audio``, ``hw_profiles``, ``systemd``), as a real directory.
+
+    An installed wheel or Debian package holds it as package data, ``gatewayd/_data/NAME``
+    (pyproject.toml maps the repository's top-level folders there); a checkout (editable
+    install, or the sources on ``sys.path``) has it at the top of the repository.
+    """
+    package = resources.files("gatewayd")
+    packaged = package / "_data" / name
+    if packaged.is_dir():
+        if not isinstance(packaged, Path):
+            # A zipped install: the audio thread and the ALSA checks need real files.
+            raise RuntimeError(
+                f"gatewayd's {name}/ is inside an archive ({packaged}): install gatewayd "
+                "unpacked (pip install, or the Debian package), not as a zip"
+            )
+        return packaged
+    return Path(str(package)).resolve().parent / name
+
+
 def shipped_profiles_dir() -> Path:
-    """Shipped profiles: ``$GATEWAYD_PROFILES_DIR``, else ``hw_profiles/`` next to the package."""
+    """Shipped profiles: ``$GATEWAYD_PROFILES_DIR``, else the ``hw_profiles`` gatewayd ships."""
     override = os.environ.get(PROFILES_DIR_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent / "hw_profiles"
+    return shipped_dir("hw_profiles")
 
 
 def _first_entry(variable: str) -> str | None:

@@ -43,6 +43,7 @@ def sim_with_storage(
 
 
 def test_shipped_profiles_are_the_repository_hw_profiles() -> None:
+    """In a checkout (editable install) the top-level hw_profiles/ is used."""
     directory = shipped_profiles_dir()
     assert directory == Path(__file__).resolve().parent.parent / "hw_profiles"
     assert (directory / "sim.toml").is_file()
