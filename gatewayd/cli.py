@@ -41,14 +41,16 @@ keyboard handset in this terminal (SPACE lifts the handset, then dial 3103).
 
 RUNTIME_HELP = (
     "the daemon's socket directory (default: $RUNTIME_DIRECTORY, else "
-    "$XDG_RUNTIME_DIR/gatewayd, else /run/gatewayd)"
+    "$XDG_RUNTIME_DIR/gatewayd, else /run/gatewayd; ctl, phone and sim also find "
+    "a running `gatewayd demo`)"
 )
 
 
 def _runtime_dir(option: str | None) -> Path:
-    from gatewayd.paths import resolve_runtime_dir
+    """A client's socket dir: the option, the usual places, else a running `gatewayd demo`."""
+    from gatewayd.paths import find_runtime_dir
 
-    return resolve_runtime_dir(option)
+    return find_runtime_dir(option)
 
 
 def _fail(command: str, message: object, code: int) -> int:
@@ -67,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``gatewayd demo``: a sim daemon plus the keyboard handset."""
     from gatewayd.phone import run_demo
 
-    return run_demo(args.state_dir, sys.stdin, sys.stdout)
+    return run_demo(args.state_dir, sys.stdin, sys.stdout, fresh=args.fresh)
 
 
 def cmd_phone(args: argparse.Namespace) -> int:
@@ -183,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         "start here: a daemon on the sim line and a keyboard handset",
         "Start a daemon on the sim profile (sockets in a fresh temporary dir) and a keyboard\n"
         "handset in this terminal; what the box says is shown as text.",
-        "The box's state (your code) is kept in --state-dir between demos.\n"
+        "The box's state (your code) is kept in --state-dir between demos; --fresh empties it.\n"
+        "`gatewayd ctl`, `phone` and `sim` in another terminal find the running demo.\n"
         "In the demo: SPACE lifts the handset, then dial 3103; ? shows the keys.",
         cmd_demo,
     )
@@ -191,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         help="the demo box's state (default: ~/.local/state/gatewayd-demo)",
+    )
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from an empty box: no code, no cool-down, no messages "
+        "(empties the default state dir)",
     )
 
     phone = add(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,3 +118,75 @@ def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
     chosen = configured if configured.is_absolute() else state_dir / configured
     LOGGER.debug("pepper file %s (from storage.pepper_file)", chosen)
     return chosen
+
+
+# --- finding a running `gatewayd demo` ----------------------------------------------------
+
+
+def demo_pointer_path() -> Path:
+    """The file where a running ``gatewayd demo`` writes its socket directory.
+
+    ``$XDG_RUNTIME_DIR/gatewayd-demo``, else ``gatewayd-demo-UID`` in the temp dir.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "gatewayd-demo"
+    return Path(tempfile.gettempdir()) / f"gatewayd-demo-{os.getuid()}"
+
+
+def running_demo_dir() -> Path | None:
+    """The socket directory of this user's running demo, or None.
+
+    The pointer and the directory it names must be this user's: in a shared temp dir
+    another user could write a pointer to their own daemon.
+    """
+    pointer = demo_pointer_path()
+    try:
+        if pointer.lstat().st_uid != os.getuid():
+            return None
+        directory = Path(pointer.read_text(encoding="utf-8").strip())
+        if not directory.is_absolute() or directory.stat().st_uid != os.getuid():
+            return None
+    except (OSError, ValueError):
+        return None
+    return directory if (directory / CTL_SOCKET).exists() else None
+
+
+def find_runtime_dir(option: str | None) -> Path:
+    """The socket dir a client (ctl, phone, sim) talks to.
+
+    As :func:`resolve_runtime_dir`; but when neither the option nor
+    ``$RUNTIME_DIRECTORY`` names one and no daemon has its sockets there, a running
+    ``gatewayd demo`` of this user is found through :func:`demo_pointer_path`.
+    """
+    chosen = resolve_runtime_dir(option)
+    if option or _first_entry("RUNTIME_DIRECTORY") or (chosen / CTL_SOCKET).exists():
+        return chosen
+    demo = running_demo_dir()
+    if demo is not None:
+        LOGGER.debug("runtime dir %s (the running gatewayd demo)", demo)
+        return demo
+    return chosen
+
+
+def point_to_demo(runtime_dir: Path) -> Path:
+    """Write the demo pointer (atomically) naming ``runtime_dir``; returns the pointer."""
+    pointer = demo_pointer_path()
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{runtime_dir}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, pointer)
+    return pointer
+
+
+def forget_demo(runtime_dir: Path) -> None:
+    """Remove the demo pointer if it still names ``runtime_dir`` (a newer demo keeps its own)."""
+    pointer = demo_pointer_path()
+    try:
+        if pointer.read_text(encoding="utf-8").strip() == str(runtime_dir):
+            pointer.unlink()
+    except OSError:
+        pass

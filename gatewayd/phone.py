@@ -44,6 +44,7 @@ from gatewayd.client import (
     ctl_request,
 )
 from gatewayd.errors import GatewaydError
+from gatewayd.paths import forget_demo, point_to_demo
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 
 LOGGER = logging.getLogger(__name__)
@@ -827,16 +828,32 @@ def _stop_daemon(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO) -> int:
+def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO, fresh: bool = False) -> int:
     """``gatewayd demo``: a sim-profile daemon in a fresh runtime dir, and the handset on it.
 
-    0 when the user quits; 1 if the daemon did not start or stopped under us.
+    ``fresh`` empties the default demo state first (no code, no cool-down, no messages).
+    0 when the user quits; 1 if the daemon did not start or stopped under us; 2 if
+    ``fresh`` is refused.
     """
     state = Path(state_dir).expanduser() if state_dir else default_demo_state_dir()
+    if fresh:
+        if state_dir and state.exists() and any(state.iterdir()):
+            out.write(
+                f"gatewayd demo: --fresh empties only the default demo state "
+                f"({default_demo_state_dir()}); remove {state} yourself, or leave out "
+                "--state-dir\n"
+            )
+            return 2
+        shutil.rmtree(state, ignore_errors=True)
     runtime = Path(tempfile.mkdtemp(prefix="gatewayd-demo-"))
     log_path = runtime / "gatewayd.log"
     out.write(f"gatewayd demo: daemon log in {log_path}\n")
-    out.write(f"gatewayd demo: the box's state (your secret code) in {state}\n")
+    kept = "emptied (--fresh)" if fresh else "kept between demos; --fresh starts empty"
+    out.write(f"gatewayd demo: the box's state (your secret code) in {state}, {kept}\n")
+    out.write(
+        f"gatewayd demo: sockets in {runtime}; `gatewayd ctl status`, `gatewayd phone` and "
+        "`gatewayd sim` in another terminal find this demo by themselves\n"
+    )
     out.flush()
     try:
         with ReadyListener(runtime / "notify.sock") as ready, log_path.open("ab") as log:
@@ -876,6 +893,8 @@ def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO) -> int:
                     out.write(f"gatewayd demo: the daemon {why}; its log:\n")
                     out.write(_log_tail(log_path) + "\n")
                     return 1
+                with contextlib.suppress(OSError):  # the demo works without it
+                    point_to_demo(runtime)
                 code = run_phone(runtime, stdin, out)
             finally:
                 _stop_daemon(daemon)
@@ -886,4 +905,5 @@ def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO) -> int:
             return code
     finally:
         out.flush()
+        forget_demo(runtime)
         shutil.rmtree(runtime, ignore_errors=True)
