@@ -267,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--profile", metavar="NAME|PATH", help="the profile to check")
     selftest.add_argument("--state-dir", metavar="DIR", help="where the box's state file lives")
     selftest.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+    selftest.add_argument(
+        "--etc-dir",
+        metavar="DIR",
+        help="where `gatewayd provision` wrote the profile and pepper (default: /etc/gatewayd)",
+    )
 
     provision = add(
         "provision",
@@ -327,7 +332,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     """``gatewayd selftest``: check the parts of a profile."""
     from gatewayd.selftest import main as selftest_main
 
-    return selftest_main(args.profile, args.state_dir, args.runtime_dir)
+    return selftest_main(args.profile, args.state_dir, args.runtime_dir, etc_dir=args.etc_dir)
 
 
 def cmd_provision(args: argparse.Namespace) -> int:

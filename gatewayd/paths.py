@@ -27,6 +27,8 @@ PEPPER_CREDENTIAL = "gatewayd-pepper"
 DEFAULT_RUNTIME_DIR = Path("/run/gatewayd")
 #: Where ``gatewayd provision`` writes the box's profile and pepper.
 DEFAULT_ETC_DIR = Path("/etc/gatewayd")
+#: The pepper ``gatewayd provision`` creates in :data:`DEFAULT_ETC_DIR` (the unit's credential).
+PROVISIONED_PEPPER = "pepper"
 #: The provisioned profile's name in :data:`DEFAULT_ETC_DIR`.
 PROFILE_FILE = "profile.toml"
 #: The daemon's state file in the state directory.
@@ -103,10 +105,15 @@ def resolve_runtime_dir(option: str | None) -> Path:
     return chosen
 
 
-def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
-    """Pepper: ``$CREDENTIALS_DIRECTORY/gatewayd-pepper`` if present, else ``storage.pepper_file``.
+def resolve_pepper_path(profile: Profile, state_dir: Path, etc_dir: Path | None = None) -> Path:
+    """The box's pepper, the one answer for the daemon, ``selftest`` and ``provision``.
 
-    A relative ``pepper_file`` is taken relative to ``state_dir``.
+    1. ``$CREDENTIALS_DIRECTORY/gatewayd-pepper`` if present (the unit's ``LoadCredential=``);
+    2. on a provisioned box, ``/etc/gatewayd/pepper`` (``etc_dir``) if it exists and the
+       profile does not make its own pepper (only the sim profile does): the unit hands
+       exactly that file to the daemon, so ``selftest --profile usr5637-modem`` run by hand
+       checks the pepper the service will use;
+    3. else ``storage.pepper_file``, relative to ``state_dir`` when relative.
     """
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials:
@@ -114,6 +121,10 @@ def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
         if credential.is_file():
             LOGGER.debug("pepper from systemd credential %s", credential)
             return credential
+    provisioned = ((etc_dir or DEFAULT_ETC_DIR) / PROVISIONED_PEPPER).absolute()
+    if not profile.storage.create_pepper and provisioned.is_file():
+        LOGGER.debug("pepper %s (the provisioned box's)", provisioned)
+        return provisioned
     configured = Path(profile.storage.pepper_file).expanduser()
     chosen = configured if configured.is_absolute() else state_dir / configured
     LOGGER.debug("pepper file %s (from storage.pepper_file)", chosen)
