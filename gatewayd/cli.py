@@ -363,14 +363,8 @@ def cmd_menu(args: argparse.Namespace) -> int:
 
 
 def cmd_dtmf(args: argparse.Namespace) -> int:
-    """``gatewayd dtmf ...``: the in-band detector as a field tool."""
-    from gatewayd.dtmf import require_numpy
-
-    try:
-        require_numpy()
-    except GatewaydError as exc:
-        print(f"gatewayd dtmf: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """``gatewayd dtmf ...``: the in-band detector as a field tool (numpy checked when decoding,
+    so ``--help`` works without it)."""
     from gatewayd.dtmf.cli import main as dtmf_main
 
     return dtmf_main(list(args.args))
