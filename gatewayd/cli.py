@@ -22,7 +22,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: `run --log-level` accepts what `ctl loglevel` does (trace: raw serial bytes, keys masked).
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 
 #: sim actions each party accepts (the sim socket's commands, DESIGN.md §6).
 SIM_ACTIONS = {
