@@ -45,3 +45,12 @@ def test_decode_without_numpy_says_what_to_run_in_this_venv(tmp_path: Path) -> N
 def test_the_debian_package_is_told_to_use_apt() -> None:
     hint = install_hint(Path("/usr/lib/python3/dist-packages/gatewayd/dtmf/__init__.py"))
     assert hint == "sudo apt install python3-numpy"
+
+
+def test_the_debian_package_gets_what_debian_lacks_beside_its_bundled_modules() -> None:
+    from gatewayd.install import install_hint as hint
+
+    packaged = Path("/usr/lib/python3/dist-packages/gatewayd/install.py")
+    assert hint("gpiod>=2.1", "gpiod", None, packaged) == (
+        "sudo pip install --target /usr/lib/gatewayd/vendor 'gpiod>=2.1'"
+    )
