@@ -22,7 +22,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: `run --log-level` accepts what `ctl loglevel` does (trace: raw serial bytes, keys masked).
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 
 #: sim actions each party accepts (the sim socket's commands, DESIGN.md §6).
 SIM_ACTIONS = {
@@ -41,14 +42,16 @@ keyboard handset in this terminal (SPACE lifts the handset, then dial 3103).
 
 RUNTIME_HELP = (
     "the daemon's socket directory (default: $RUNTIME_DIRECTORY, else "
-    "$XDG_RUNTIME_DIR/gatewayd, else /run/gatewayd)"
+    "$XDG_RUNTIME_DIR/gatewayd, else /run/gatewayd; ctl, phone and sim also find "
+    "a running `gatewayd demo`)"
 )
 
 
 def _runtime_dir(option: str | None) -> Path:
-    from gatewayd.paths import resolve_runtime_dir
+    """A client's socket dir: the option, the usual places, else a running `gatewayd demo`."""
+    from gatewayd.paths import find_runtime_dir
 
-    return resolve_runtime_dir(option)
+    return find_runtime_dir(option)
 
 
 def _fail(command: str, message: object, code: int) -> int:
@@ -67,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``gatewayd demo``: a sim daemon plus the keyboard handset."""
     from gatewayd.phone import run_demo
 
-    return run_demo(args.state_dir, sys.stdin, sys.stdout)
+    return run_demo(args.state_dir, sys.stdin, sys.stdout, fresh=args.fresh)
 
 
 def cmd_phone(args: argparse.Namespace) -> int:
@@ -188,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "start here: a daemon on the sim line and a keyboard handset",
         "Start a daemon on the sim profile (sockets in a fresh temporary dir) and a keyboard\n"
         "handset in this terminal; what the box says is shown as text.",
-        "The box's state (your code) is kept in --state-dir between demos.\n"
+        "The box's state (your code) is kept in --state-dir between demos; --fresh empties it.\n"
+        "`gatewayd ctl`, `phone` and `sim` in another terminal find the running demo.\n"
         "In the demo: SPACE lifts the handset, then dial 3103; ? shows the keys.",
         cmd_demo,
     )
@@ -196,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         help="the demo box's state (default: ~/.local/state/gatewayd-demo)",
+    )
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from an empty box: no code, no cool-down, no messages "
+        "(empties the default state dir)",
     )
 
     phone = add(
@@ -263,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--profile", metavar="NAME|PATH", help="the profile to check")
     selftest.add_argument("--state-dir", metavar="DIR", help="where the box's state file lives")
     selftest.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_HELP)
+    selftest.add_argument(
+        "--etc-dir",
+        metavar="DIR",
+        help="where `gatewayd provision` wrote the profile and pepper (default: /etc/gatewayd)",
+    )
 
     provision = add(
         "provision",
@@ -339,7 +354,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     """``gatewayd selftest``: check the parts of a profile."""
     from gatewayd.selftest import main as selftest_main
 
-    return selftest_main(args.profile, args.state_dir, args.runtime_dir)
+    return selftest_main(args.profile, args.state_dir, args.runtime_dir, etc_dir=args.etc_dir)
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -390,14 +405,8 @@ def cmd_menu(args: argparse.Namespace) -> int:
 
 
 def cmd_dtmf(args: argparse.Namespace) -> int:
-    """``gatewayd dtmf ...``: the in-band detector as a field tool."""
-    from gatewayd.dtmf import require_numpy
-
-    try:
-        require_numpy()
-    except GatewaydError as exc:
-        print(f"gatewayd dtmf: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """``gatewayd dtmf ...``: the in-band detector as a field tool (numpy checked when decoding,
+    so ``--help`` works without it)."""
     from gatewayd.dtmf.cli import main as dtmf_main
 
     return dtmf_main(list(args.args))

@@ -62,7 +62,10 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
 
 
 def _why_unreachable(path: Path, exc: OSError) -> str:
-    start = "start it with `gatewayd run` (or `gatewayd demo`), or give its --runtime-dir"
+    start = (
+        "start it with `gatewayd run` or `gatewayd demo` (a running demo is found without "
+        "options), or give its --runtime-dir"
+    )
     if exc.errno == errno.ENOENT:
         if path.name == SIM_SOCKET and (path.parent / CTL_SOCKET).exists():
             # The daemon runs, but only the sim profile has a sim socket.

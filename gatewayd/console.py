@@ -73,7 +73,8 @@ gatewayd console commands:
   messages [--json] the mailbox: id, received (UTC), length, folder (never the audio or the
                     caller's number; messages are heard only on the phone, with the code)
   version           gatewayd version
-  loglevel          the current log level"""
+  loglevel [LEVEL]  the current log level; setting one (after login): trace, debug,
+                    info, warning or error"""
 
 HELP_PRIVILEGED = """\
   reset             advisor/technician reset: clears the code, the failure counter, the lock
@@ -84,8 +85,7 @@ HELP_PRIVILEGED = """\
   tone NAME [SECONDS]
                     play a tone of the tone plan (dial, busy, congestion, ringback),
                     default 3 s
-  selftest          check the state file, pepper, prompts, line and audio of the running box
-  loglevel LEVEL    set the log level: trace, debug, info, warning or error"""
+  selftest          check the state file, pepper, prompts, line and audio of the running box"""
 
 HELP_LOGIN = """\
   login             technician login (asks for the technician code)
@@ -177,16 +177,26 @@ def _error(message: str) -> Reply:
 def format_event(event: dict[str, Any]) -> str:
     """One human-readable line for an event (digits are already masked in events)."""
     kind = event.get("type", "?")
-    rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "t"))
-    return f"{event.get('t', 0):10.3f} {kind:8} {rest}".rstrip()
+    rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "t", "time"))
+    # The wall-clock time of day (a person reads this), else the monotonic seconds.
+    wall = str(event.get("time", ""))
+    when = wall[11:23] if len(wall) >= 23 else f"{event.get('t', 0):12.3f}"
+    return f"{when} {kind:8} {rest}".rstrip()
 
 
-def _format_audit(record: dict[str, Any]) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record.get("time", 0))))
-    details = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("what", "origin", "time"))
-    return (
-        f"{stamp} {record.get('what', '?'):14} by {record.get('origin', '?'):8} {details}".rstrip()
-    )
+def _format_audit(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """One line per record, in columns as wide as the longest entry of the listing."""
+    what_width = max([14, *(len(str(r.get("what", "?"))) for r in records)])
+    origin_width = max([8, *(len(str(r.get("origin", "?"))) for r in records)])
+    lines = []
+    for record in records:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record.get("time", 0))))
+        details = " ".join(
+            f"{k}={v}" for k, v in record.items() if k not in ("what", "origin", "time")
+        )
+        what, origin = str(record.get("what", "?")), str(record.get("origin", "?"))
+        lines.append(f"{stamp} {what:{what_width}} by {origin:{origin_width}} {details}".rstrip())
+    return tuple(lines)
 
 
 def _show(value: Any) -> str:
@@ -540,7 +550,7 @@ class Console:
         records = self._service.audit(max(1, min(last, 1000)))
         if not records:
             return Reply(("no audit records",))
-        return Reply(tuple(_format_audit(r) for r in records))
+        return Reply(_format_audit(records))
 
     def _messages(self, args: list[str]) -> Reply:
         if args not in ([], ["--json"]):

@@ -1,5 +1,6 @@
 """The ``events`` stream: the declared events (``eventtypes``) fanned out to console and
-control-socket clients, each stamped with ``"t"``.
+control-socket clients, each stamped with ``"t"`` (monotonic seconds, for programs) and
+``"time"`` (local wall-clock ISO 8601, for people).
 
 Each subscriber has a bounded queue; a client too slow to keep up is dropped
 rather than letting the daemon's memory grow.
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from gatewayd.eventtypes import Event, StampedEvent
 
@@ -31,14 +33,24 @@ class Subscription:
 class EventBus:
     """Publish events (stamped with monotonic ``t``) to every subscriber and to listeners."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Callable[[StampedEvent], None]] = []
 
     def publish(self, event: Event) -> None:
         """Send ``event`` to everyone; must be called on the loop thread."""
-        stamped: StampedEvent = {**event, "t": round(self._clock(), 3)}
+        wall = datetime.fromtimestamp(self._wall_clock()).astimezone()
+        stamped: StampedEvent = {
+            **event,
+            "t": round(self._clock(), 3),
+            "time": wall.isoformat(timespec="milliseconds"),
+        }
         for listener in self._listeners:
             listener(stamped)
         for sub in list(self._subscribers):

@@ -8,7 +8,8 @@ daemon, the control socket) build these, mypy checks them, and README's table
     python -m gatewayd.eventtypes --readme    # rewrite the table in README.md
     python -m gatewayd.eventtypes --check     # exit 1 if README's table is stale
 
-The bus adds ``"t"`` (seconds, monotonic) to each event as it publishes it.
+The bus adds ``"t"`` (seconds, monotonic) and ``"time"`` (wall clock, ISO 8601) to each
+event as it publishes it.
 No event ever holds a digit of a code.
 """
 
@@ -221,7 +222,7 @@ Event = (
     | MessageEvent
     | MwiEvent
 )
-#: An event as it goes on the wire: an :data:`Event` plus ``"t"``.
+#: An event as it goes on the wire: an :data:`Event` plus ``"t"`` and ``"time"``.
 StampedEvent = dict[str, Any]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -316,7 +317,7 @@ def problems(event: Mapping[str, object]) -> list[str]:
                 found.append(f"{event['type']}: missing {name!r}")
         elif not _matches(event[name], hint):
             found.append(f"{event['type']}: {name}={event[name]!r} is not {hint}")
-    extra = set(event) - set(fields) - {"type", "t"}
+    extra = set(event) - set(fields) - {"type", "t", "time"}
     found.extend(f"{event['type']}: undeclared field {name!r}" for name in sorted(extra))
     return found
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,8 @@ PEPPER_CREDENTIAL = "gatewayd-pepper"
 DEFAULT_RUNTIME_DIR = Path("/run/gatewayd")
 #: Where ``gatewayd provision`` writes the box's profile and pepper.
 DEFAULT_ETC_DIR = Path("/etc/gatewayd")
+#: The pepper ``gatewayd provision`` creates in :data:`DEFAULT_ETC_DIR` (the unit's credential).
+PROVISIONED_PEPPER = "pepper"
 #: The provisioned profile's name in :data:`DEFAULT_ETC_DIR`.
 PROFILE_FILE = "profile.toml"
 #: The daemon's state file in the state directory.
@@ -37,12 +41,32 @@ SIM_SOCKET = "sim.sock"
 GPIO_SOCKET = "gpio.sock"
 
 
+def shipped_dir(name: str) -> Path:
+    """A folder gatewayd ships (``audio``, ``hw_profiles``, ``systemd``), as a real directory.
+
+    An installed wheel or Debian package holds it as package data, ``gatewayd/_data/NAME``
+    (pyproject.toml maps the repository's top-level folders there); a checkout (editable
+    install, or the sources on ``sys.path``) has it at the top of the repository.
+    """
+    package = resources.files("gatewayd")
+    packaged = package / "_data" / name
+    if packaged.is_dir():
+        if not isinstance(packaged, Path):
+            # A zipped install: the audio thread and the ALSA checks need real files.
+            raise RuntimeError(
+                f"gatewayd's {name}/ is inside an archive ({packaged}): install gatewayd "
+                "unpacked (pip install, or the Debian package), not as a zip"
+            )
+        return packaged
+    return Path(str(package)).resolve().parent / name
+
+
 def shipped_profiles_dir() -> Path:
-    """Shipped profiles: ``$GATEWAYD_PROFILES_DIR``, else ``hw_profiles/`` next to the package."""
+    """Shipped profiles: ``$GATEWAYD_PROFILES_DIR``, else the ``hw_profiles`` gatewayd ships."""
     override = os.environ.get(PROFILES_DIR_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent / "hw_profiles"
+    return shipped_dir("hw_profiles")
 
 
 def _first_entry(variable: str) -> str | None:
@@ -82,10 +106,15 @@ def resolve_runtime_dir(option: str | None) -> Path:
     return chosen
 
 
-def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
-    """Pepper: ``$CREDENTIALS_DIRECTORY/gatewayd-pepper`` if present, else ``storage.pepper_file``.
+def resolve_pepper_path(profile: Profile, state_dir: Path, etc_dir: Path | None = None) -> Path:
+    """The box's pepper, the one answer for the daemon, ``selftest`` and ``provision``.
 
-    A relative ``pepper_file`` is taken relative to ``state_dir``.
+    1. ``$CREDENTIALS_DIRECTORY/gatewayd-pepper`` if present (the unit's ``LoadCredential=``);
+    2. on a provisioned box, ``/etc/gatewayd/pepper`` (``etc_dir``) if it exists and the
+       profile does not make its own pepper (only the sim profile does): the unit hands
+       exactly that file to the daemon, so ``selftest --profile usr5637-modem`` run by hand
+       checks the pepper the service will use;
+    3. else ``storage.pepper_file``, relative to ``state_dir`` when relative.
     """
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials:
@@ -93,6 +122,10 @@ def resolve_pepper_path(profile: Profile, state_dir: Path) -> Path:
         if credential.is_file():
             LOGGER.debug("pepper from systemd credential %s", credential)
             return credential
+    provisioned = ((etc_dir or DEFAULT_ETC_DIR) / PROVISIONED_PEPPER).absolute()
+    if not profile.storage.create_pepper and provisioned.is_file():
+        LOGGER.debug("pepper %s (the provisioned box's)", provisioned)
+        return provisioned
     configured = Path(profile.storage.pepper_file).expanduser()
     chosen = configured if configured.is_absolute() else state_dir / configured
     LOGGER.debug("pepper file %s (from storage.pepper_file)", chosen)
@@ -136,3 +169,75 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+# --- finding a running `gatewayd demo` ----------------------------------------------------
+
+
+def demo_pointer_path() -> Path:
+    """The file where a running ``gatewayd demo`` writes its socket directory.
+
+    ``$XDG_RUNTIME_DIR/gatewayd-demo``, else ``gatewayd-demo-UID`` in the temp dir.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "gatewayd-demo"
+    return Path(tempfile.gettempdir()) / f"gatewayd-demo-{os.getuid()}"
+
+
+def running_demo_dir() -> Path | None:
+    """The socket directory of this user's running demo, or None.
+
+    The pointer and the directory it names must be this user's: in a shared temp dir
+    another user could write a pointer to their own daemon.
+    """
+    pointer = demo_pointer_path()
+    try:
+        if pointer.lstat().st_uid != os.getuid():
+            return None
+        directory = Path(pointer.read_text(encoding="utf-8").strip())
+        if not directory.is_absolute() or directory.stat().st_uid != os.getuid():
+            return None
+    except (OSError, ValueError):
+        return None
+    return directory if (directory / CTL_SOCKET).exists() else None
+
+
+def find_runtime_dir(option: str | None) -> Path:
+    """The socket dir a client (ctl, phone, sim) talks to.
+
+    As :func:`resolve_runtime_dir`; but when neither the option nor
+    ``$RUNTIME_DIRECTORY`` names one and no daemon has its sockets there, a running
+    ``gatewayd demo`` of this user is found through :func:`demo_pointer_path`.
+    """
+    chosen = resolve_runtime_dir(option)
+    if option or _first_entry("RUNTIME_DIRECTORY") or (chosen / CTL_SOCKET).exists():
+        return chosen
+    demo = running_demo_dir()
+    if demo is not None:
+        LOGGER.debug("runtime dir %s (the running gatewayd demo)", demo)
+        return demo
+    return chosen
+
+
+def point_to_demo(runtime_dir: Path) -> Path:
+    """Write the demo pointer (atomically) naming ``runtime_dir``; returns the pointer."""
+    pointer = demo_pointer_path()
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{runtime_dir}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, pointer)
+    return pointer
+
+
+def forget_demo(runtime_dir: Path) -> None:
+    """Remove the demo pointer if it still names ``runtime_dir`` (a newer demo keeps its own)."""
+    pointer = demo_pointer_path()
+    try:
+        if pointer.read_text(encoding="utf-8").strip() == str(runtime_dir):
+            pointer.unlink()
+    except OSError:
+        pass

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -44,6 +44,7 @@ from gatewayd.client import (
     ctl_request,
 )
 from gatewayd.errors import GatewaydError
+from gatewayd.paths import forget_demo, point_to_demo
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 
 LOGGER = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ Keyboard handset: what the keys do
   f        flash (register recall)
   r        a remote caller rings the box (answered after the profile's rings)
   x        the remote caller hangs up
+  m        a remote caller leaves a message (rings, waits for the beep, speaks, hangs up)
   s        status of the box (line, menu, code state; never digits)
   ?        this help
   q        quit (Ctrl-C too); a handset still off-hook is hung up first
@@ -88,6 +90,10 @@ EVENTS_KEPT = 2000
 CLOSE_TIMEOUT_S = 3.0
 #: Prompt texts are shown in this language unless ``status --json`` names another.
 DEFAULT_LANGUAGE = "fr"
+#: How long ``m`` waits for the box to answer and play the beep before giving up.
+MESSAGE_BEEP_WAIT_S = 60.0
+#: What the ``m`` caller says, in the shipped audio folder.
+CALLER_MESSAGE = Path("demo") / "caller_message.wav"
 #: Keys of the phone keypad (the A-D keys exist only as sim commands).
 PHONE_KEYS = frozenset("0123456789*#")
 
@@ -189,6 +195,24 @@ def format_event(event: Mapping[str, Any], catalogue: PromptCatalogue | None) ->
     # Unknown to this version (or an unexpected shape): shown generically, never an error.
     fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "t"))
     return f"  event {'?' if kind is None else kind}: {fields}".rstrip(" :")
+
+
+def after_the_beep(events: Sequence[Mapping[str, Any]]) -> bool | None:
+    """Whether a caller may speak now, from the events since its call started.
+
+    True once the box is ``recording`` and the beep (the prompts played on entering
+    it) ended; False when the remote call ended first; None while it is too early.
+    """
+    recording = False
+    for event in events:
+        kind = event.get("type")
+        if kind == "call" and event.get("party") == "remote" and event.get("state") == "end":
+            return False
+        if kind == "menu":
+            recording = event.get("state") == "recording"
+        elif kind == "prompt_end" and recording:
+            return True
+    return None
 
 
 def keys_of(data: bytes) -> Iterator[str]:
@@ -359,6 +383,33 @@ class Phone:
     def remote_say(self, path: str) -> None:
         """The remote caller speaks a WAV (8 kHz 16-bit mono); the daemon reads the file."""
         self._send("remote", f"remote say {Path(path).resolve()}")
+
+    def leave_message(self) -> None:
+        """A remote caller rings, waits for the beep, says the demo message, and hangs up."""
+        with self._lock:
+            if self._remote != "idle":
+                self._write("  (a remote call is already up: x hangs it up)")
+                return
+            mark = len(self._events)
+        recording = default_audio_dir() / CALLER_MESSAGE
+        self.remote_call()
+        threading.Thread(target=self._speak_after_beep, args=(mark, recording), daemon=True).start()
+
+    def _speak_after_beep(self, mark: int, recording: Path) -> None:
+        deadline = time.monotonic() + MESSAGE_BEEP_WAIT_S
+        with self._events_seen:
+            while (ready := after_the_beep(self._events[min(mark, len(self._events)) :])) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed or self.daemon_gone.is_set():
+                    break
+                self._events_seen.wait(min(left, 0.5))
+        if ready is None and not self._closed and not self.daemon_gone.is_set():
+            self.say(f"  ! no beep within {MESSAGE_BEEP_WAIT_S:g} s: the caller hangs up")
+        if ready and not self._closed:
+            self.say("» the caller speaks after the beep, then hangs up")
+            self.remote_say(str(recording))
+        if ready is not False and not self._closed:
+            self.remote_hang_up()
 
     def remote_hang_up(self) -> None:
         """The remote caller hangs up (even while the box is still ringing)."""
@@ -544,6 +595,9 @@ class Phone:
         elif key in "xX":
             self.say("» the remote caller hangs up")
             self.remote_hang_up()
+        elif key in "mM":
+            self.say("» a remote caller dials the box to leave a message")
+            self.leave_message()
         elif key in "sS":
             self.show_status()
         elif key in "?hH":
@@ -774,16 +828,32 @@ def _stop_daemon(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO) -> int:
+def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO, fresh: bool = False) -> int:
     """``gatewayd demo``: a sim-profile daemon in a fresh runtime dir, and the handset on it.
 
-    0 when the user quits; 1 if the daemon did not start or stopped under us.
+    ``fresh`` empties the default demo state first (no code, no cool-down, no messages).
+    0 when the user quits; 1 if the daemon did not start or stopped under us; 2 if
+    ``fresh`` is refused.
     """
     state = Path(state_dir).expanduser() if state_dir else default_demo_state_dir()
+    if fresh:
+        if state_dir and state.exists() and any(state.iterdir()):
+            out.write(
+                f"gatewayd demo: --fresh empties only the default demo state "
+                f"({default_demo_state_dir()}); remove {state} yourself, or leave out "
+                "--state-dir\n"
+            )
+            return 2
+        shutil.rmtree(state, ignore_errors=True)
     runtime = Path(tempfile.mkdtemp(prefix="gatewayd-demo-"))
     log_path = runtime / "gatewayd.log"
     out.write(f"gatewayd demo: daemon log in {log_path}\n")
-    out.write(f"gatewayd demo: the box's state (your secret code) in {state}\n")
+    kept = "emptied (--fresh)" if fresh else "kept between demos; --fresh starts empty"
+    out.write(f"gatewayd demo: the box's state (your secret code) in {state}, {kept}\n")
+    out.write(
+        f"gatewayd demo: sockets in {runtime}; `gatewayd ctl status`, `gatewayd phone` and "
+        "`gatewayd sim` in another terminal find this demo by themselves\n"
+    )
     out.flush()
     try:
         with ReadyListener(runtime / "notify.sock") as ready, log_path.open("ab") as log:
@@ -823,6 +893,8 @@ def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO) -> int:
                     out.write(f"gatewayd demo: the daemon {why}; its log:\n")
                     out.write(_log_tail(log_path) + "\n")
                     return 1
+                with contextlib.suppress(OSError):  # the demo works without it
+                    point_to_demo(runtime)
                 code = run_phone(runtime, stdin, out)
             finally:
                 _stop_daemon(daemon)
@@ -833,4 +905,5 @@ def run_demo(state_dir: str | None, stdin: TextIO, out: TextIO) -> int:
             return code
     finally:
         out.flush()
+        forget_demo(runtime)
         shutil.rmtree(runtime, ignore_errors=True)

@@ -475,7 +475,23 @@ def profile_from_text(text: str, source: Path) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends with "(at line L, column C)": keep it, it is the useful part.
         raise ProfileError(f"{source}: TOML syntax error: {exc}") from exc
-    return _build_profile(data, source)
+    profile = _build_profile(data, source)
+    origin = provisioned_from(text)
+    # /etc/gatewayd/profile.toml is named after the profile it was provisioned from.
+    return dataclasses.replace(profile, name=origin.stem) if origin is not None else profile
+
+
+#: The first line ``gatewayd provision`` writes in the profiles it provisions.
+PROVISIONED_HEADER = "# Provisioned by `gatewayd provision`"
+_PROVISIONED_RE = re.compile(
+    re.escape(PROVISIONED_HEADER) + r" from (.+); storage\.pepper_file names its pepper\."
+)
+
+
+def provisioned_from(text: str) -> Path | None:
+    """The profile a provisioned profile's ``text`` was made from (its header says), or None."""
+    origin = _PROVISIONED_RE.fullmatch(text.partition("\n")[0])
+    return Path(origin.group(1)) if origin is not None else None
 
 
 def _names_or_none() -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gatewayd.errors import ProfileError
 from gatewayd.events import ComposedPrompt, MaskedPrompt, OwnGreeting, PromptRef, SpokenDigit
+from gatewayd.paths import shipped_dir
 from gatewayd.voicemail.config import Keys
 from gatewayd.voicemail.flow import announcements
 
@@ -114,11 +115,11 @@ def check_wav(path: Path) -> str | None:
 
 
 def default_audio_dir() -> Path:
-    """``$GATEWAYD_AUDIO_DIR`` if set, else the ``audio/`` folder beside the package."""
+    """``$GATEWAYD_AUDIO_DIR`` if set, else the ``audio`` folder gatewayd ships."""
     configured = os.environ.get(AUDIO_DIR_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / "audio"
+    return shipped_dir("audio")
 
 
 class PromptCatalogue:

@@ -23,10 +23,9 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import re
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TextIO
 
@@ -35,12 +34,19 @@ from gatewayd.errors import GatewaydError, ProfileError
 from gatewayd.paths import (
     DEFAULT_ETC_DIR,
     PROFILE_FILE,
+    PROVISIONED_PEPPER,
     STATE_FILE,
     resolve_pepper_path,
     resolve_runtime_dir,
     resolve_state_dir,
 )
-from gatewayd.profile import Profile, load_profile, profile_from_text
+from gatewayd.profile import (
+    PROVISIONED_HEADER,
+    Profile,
+    load_profile,
+    profile_from_text,
+    provisioned_from,
+)
 from gatewayd.selftest import daemon_running
 from gatewayd.voicemail.auditlog import audit_path
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
@@ -48,31 +54,38 @@ from gatewayd.voicemail.store import Store, fsync_dir
 
 LOGGER = logging.getLogger(__name__)
 
-#: Where the unit (systemd/gatewayd.service) expects the profile and the pepper.
-PEPPER_FILE = "pepper"
+#: Where the unit (systemd/gatewayd.service) expects the pepper, in the etc dir.
+PEPPER_FILE = PROVISIONED_PEPPER
+#: Tries at the technician code prompt before provision gives up.
+CODE_TRIES = 3
 #: Exit codes: done; something could not be done; bad arguments (profile, code).
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-_HEADER = "# Provisioned by `gatewayd provision`"
-_ORIGIN_RE = re.compile(re.escape(_HEADER) + r" from (.+); storage\.pepper_file names its pepper\.")
 
 
 class ProvisionError(GatewaydError, RuntimeError):
     """Provisioning cannot go on; the message says what to do."""
 
 
-def read_technician_code(stdin: TextIO) -> str:
-    """The technician code: asked twice without echo on a terminal, else one line of stdin."""
+def read_technician_code(
+    stdin: TextIO, ask: Callable[[str], str] = getpass.getpass, out: TextIO | None = None
+) -> str:
+    """The technician code: asked twice without echo on a terminal (up to :data:`CODE_TRIES`
+    times when refused or mistyped), else one line of stdin."""
     if stdin.isatty():
-        code = getpass.getpass("technician code (4-8 digits, not echoed): ")
-        problem = technician_code_problem(code)
-        if problem is not None:
-            raise ProvisionError(f"technician code refused: {problem}")
-        if getpass.getpass("the same code again: ") != code:
-            raise ProvisionError("the two codes differ; nothing was changed")
-        return code
+        for attempt in range(1, CODE_TRIES + 1):
+            code = ask("technician code (4-8 digits, not echoed): ")
+            problem = technician_code_problem(code)
+            if problem is None and ask("the same code again: ") == code:
+                return code
+            why = f"refused: {problem}" if problem is not None else "the two codes differ"
+            if attempt < CODE_TRIES:
+                print(f"technician code {why}; try again", file=out or sys.stdout, flush=True)
+        raise ProvisionError(
+            f"technician code {why}, {CODE_TRIES} times; nothing was changed "
+            "(run `gatewayd provision` again)"
+        )
     code = stdin.readline().strip()
     problem = technician_code_problem(code)
     if problem is not None:
@@ -91,10 +104,9 @@ def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
     import tomlkit  # only provision edits TOML: `gatewayd run` never imports it
     from tomlkit.exceptions import TOMLKitError
 
-    first, _, rest = text.partition("\n")
-    origin = _ORIGIN_RE.fullmatch(first)
+    origin = provisioned_from(text)
     if origin is not None:
-        text, source = rest, Path(origin.group(1))
+        text, source = text.partition("\n")[2], origin
     try:
         document = tomlkit.parse(text)
         storage = document.get("storage")
@@ -108,7 +120,7 @@ def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
         storage["pepper_file"] = str(pepper)
     except TOMLKitError as exc:
         raise ProfileError(f"{source}: TOML syntax error: {exc}") from exc
-    header = f"{_HEADER} from {source}; storage.pepper_file names its pepper.\n"
+    header = f"{PROVISIONED_HEADER} from {source}; storage.pepper_file names its pepper.\n"
     return header + document.as_string()
 
 
@@ -221,7 +233,7 @@ def main(
     target = (etc / PROFILE_FILE).absolute()
     try:
         # Ask for the code first: a typo then stops everything before anything is written.
-        code = read_technician_code(stdin or sys.stdin) if tech_code else None
+        code = read_technician_code(stdin or sys.stdin, out=stream) if tech_code else None
     except ProvisionError as exc:
         say(f"gatewayd provision: {exc}")
         return EXIT_USAGE
@@ -242,7 +254,7 @@ def main(
                 "verify: set the technician code again (--tech-code) and reset the subscriber's "
                 "code (console `reset`)"
             )
-        if resolve_pepper_path(written, states) != pepper_path:
+        if resolve_pepper_path(written, states, etc) != pepper_path:
             say(f"note: $CREDENTIALS_DIRECTORY overrides {pepper_path} in this environment")
     except PermissionError as exc:
         say(f"gatewayd provision: {exc}; run it as root (sudo gatewayd provision ...)")

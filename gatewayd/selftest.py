@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -193,28 +195,43 @@ def check_gpio(profile: Profile) -> list[Check]:
     return checks
 
 
+@contextlib.contextmanager
+def _alsa_messages() -> Iterator[list[str]]:
+    """Catch what libasound writes on file descriptor 2 (``ALSA lib pcm.c:...``).
+
+    Those lines would land between the check lines; the list receives them, once the block
+    ends, for a failure to quote.
+    """
+    caught: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace")
+            caught.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
 def check_alsa(device: str, capture: bool = False) -> Check:
     """Open an ALSA PCM at 8 kHz S16_LE mono and check ALSA kept that format."""
     kind = "capture" if capture else "playback"
     name = f"audio {kind} {device!r}"
-    try:
-        pcm = alsaaudio.PCM(
-            alsaaudio.PCM_CAPTURE if capture else alsaaudio.PCM_PLAYBACK,
-            alsaaudio.PCM_NONBLOCK,
-            rate=SAMPLE_RATE,
-            channels=CHANNELS,
-            format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=PERIOD_FRAMES,
-            periods=4,
-            device=device,
-        )
-    except alsaaudio.ALSAAudioError as exc:
+    with _alsa_messages() as messages:
+        opened = _open_alsa(device, capture)
+    if isinstance(opened, alsaaudio.ALSAAudioError):
+        said = f"; ALSA says: {' / '.join(messages)}" if messages else ""
         return _fail(
             name,
-            f"cannot open it ({exc})",
+            f"cannot open it ({opened}){said}",
             f"check audio.{kind} in the profile against `aplay -L` / `arecord -L` "
             "(a USB sound card is often plughw:CARD=Device) and that this user is in group audio",
         )
+    pcm = opened
     try:
         info = pcm.info()
     finally:
@@ -229,6 +246,23 @@ def check_alsa(device: str, capture: bool = False) -> Check:
             'use a "plughw:" device (ALSA converts) instead of "hw:"',
         )
     return _ok(name, "opens at 8000 Hz, S16_LE, mono")
+
+
+def _open_alsa(device: str, capture: bool) -> Any:
+    """The opened PCM, or the ALSA error (returned, not raised)."""
+    try:
+        return alsaaudio.PCM(
+            alsaaudio.PCM_CAPTURE if capture else alsaaudio.PCM_PLAYBACK,
+            alsaaudio.PCM_NONBLOCK,
+            rate=SAMPLE_RATE,
+            channels=CHANNELS,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            periodsize=PERIOD_FRAMES,
+            periods=4,
+            device=device,
+        )
+    except alsaaudio.ALSAAudioError as exc:
+        return exc
 
 
 def check_prompts(language: str, audio_dir: Path | None = None) -> Check:
@@ -306,7 +340,7 @@ def check_pepper(path: Path) -> Check:
 # --- running them -------------------------------------------------------------------------
 
 
-def run_checks(profile: Profile, state_dir: Path) -> Iterator[Check]:
+def run_checks(profile: Profile, state_dir: Path, etc_dir: Path | None = None) -> Iterator[Check]:
     """Every check for ``profile``, in the order a technician fixes things."""
     line = profile.line
     if line.modem is not None:
@@ -324,7 +358,7 @@ def run_checks(profile: Profile, state_dir: Path) -> Iterator[Check]:
         yield check_alsa(audio.capture, capture=True)
     yield check_prompts(profile.voicemail.language)
     yield from check_state(state_dir, console=profile.console is not None)
-    pepper = resolve_pepper_path(profile, state_dir)
+    pepper = resolve_pepper_path(profile, state_dir, etc_dir)
     if profile.storage.create_pepper and not pepper.exists():
         # Only the sim profile may do this (the profile loader refuses it elsewhere).
         yield _ok(f"pepper {pepper}", "not created yet (the sim profile makes its own at start)")
@@ -332,9 +366,9 @@ def run_checks(profile: Profile, state_dir: Path) -> Iterator[Check]:
         yield check_pepper(pepper)
 
 
-def default_profile() -> str:
+def default_profile(etc_dir: Path | None = None) -> str:
     """The provisioned profile (``/etc/gatewayd/profile.toml``) if there is one, else ``sim``."""
-    provisioned = paths.DEFAULT_ETC_DIR / paths.PROFILE_FILE
+    provisioned = (etc_dir or paths.DEFAULT_ETC_DIR) / paths.PROFILE_FILE
     return str(provisioned) if provisioned.is_file() else "sim"
 
 
@@ -343,6 +377,7 @@ def main(
     state_dir: str | None,
     runtime_dir: str | None = None,
     *,
+    etc_dir: str | None = None,
     out: TextIO | None = None,
 ) -> int:
     """``gatewayd selftest``: print one line per check; 0 if all passed, 1 if not, 2 bad profile.
@@ -350,12 +385,13 @@ def main(
     ``profile`` None means :func:`default_profile`.
     """
     stream = out or sys.stdout
+    etc = Path(etc_dir) if etc_dir else None
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
 
     try:
-        loaded = load_profile(profile if profile is not None else default_profile())
+        loaded = load_profile(profile if profile is not None else default_profile(etc))
     except GatewaydError as exc:
         say(f"FAIL  profile: {exc}")
         return EXIT_BAD_PROFILE
@@ -367,7 +403,7 @@ def main(
         )
         return EXIT_FAILED
     failed = total = 0
-    for check in run_checks(loaded, resolve_state_dir(state_dir, loaded)):
+    for check in run_checks(loaded, resolve_state_dir(state_dir, loaded), etc):
         total += 1
         failed += not check.ok
         say(check.line())

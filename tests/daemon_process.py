@@ -19,8 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gatewayd.paths import shipped_profiles_dir
+
 REPO = Path(__file__).resolve().parent.parent
-SIM_PROFILE = REPO / "hw_profiles" / "sim.toml"
+#: The sim profile gatewayd ships: the checkout's, or the installed wheel's (CI smoke test).
+SIM_PROFILE = shipped_profiles_dir() / "sim.toml"
 READY_TIMEOUT_S = 20.0
 
 

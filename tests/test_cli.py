@@ -497,3 +497,12 @@ def test_selftest_and_provision_are_subcommands(tmp_path: Path) -> None:
     help_text = gatewayd("provision", "--help")
     assert help_text.returncode == 0 and "--tech-code" in help_text.stdout
     assert "selftest" in gatewayd("--help").stdout and "provision" in gatewayd("--help").stdout
+
+
+def test_run_accepts_every_level_ctl_loglevel_does() -> None:
+    from gatewayd.cli import build_parser
+    from gatewayd.logsetup import LEVELS
+
+    for level in ("trace", "debug", "info", "warning", "error"):
+        assert level in LEVELS
+        assert build_parser().parse_args(["run", "--log-level", level]).log_level == level

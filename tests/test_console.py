@@ -25,6 +25,8 @@ from gatewayd.console import (
     Reply,
     Stream,
     TechnicianAuth,
+    _format_audit,
+    format_event,
     technician_code_problem,
 )
 from gatewayd.paths import GPIO_SOCKET
@@ -450,3 +452,20 @@ def test_ring_play_and_tone_reach_the_line_and_the_audio(slic_daemon: DaemonProc
     assert "driver=gpio-slic" in shown and "gpio=fake" in shown
     assert "selftest: all" in slic_daemon.ctl("selftest")
     events.close()
+
+
+def test_audit_columns_line_up_whatever_the_names() -> None:
+    records = [
+        {"what": "reset", "origin": "console", "time": 0},
+        {"what": "message_index_unreadable", "origin": "provision", "time": 0, "n": 1},
+        {"what": "tech_login", "origin": "ctl", "time": 0},
+    ]
+    lines = _format_audit(records)
+    assert len({line.index(" by ") for line in lines}) == 1
+    assert len({line.index(" by ") + 4 + len("provision ") for line in lines}) == 1
+    assert lines[1].endswith("by provision n=1")
+
+
+def test_events_show_the_wall_clock_time_of_day() -> None:
+    event = {"type": "ring", "t": 812.5, "time": "2026-12-01T09:30:05.250+01:00"}
+    assert format_event(event) == "09:30:05.250 ring"

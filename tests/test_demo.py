@@ -39,18 +39,19 @@ CODE = "4931"
 class Terminal:
     """``gatewayd demo`` on a pseudo-terminal that is its controlling terminal."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path | None, *options: str, **env_extra: str) -> None:
         self.master, slave = os.openpty()
         self.slave = slave
         self.initial_attrs = termios.tcgetattr(slave)
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gatewayd", "demo", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "gatewayd", "demo", *options]
+            + (["--state-dir", str(state_dir)] if state_dir else []),
             stdin=slave,
             stdout=slave,
             stderr=slave,
             cwd=REPO,
-            env={**env, "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8"},
+            env={**env, "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8", **env_extra},
             preexec_fn=_become_terminal_owner,
         )
         self._screen = b""
@@ -117,7 +118,10 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    term = Terminal(tmp_path / "state")
+    # Its own XDG_RUNTIME_DIR: the demo's pointer file (how ctl finds it) stays in the test.
+    xdg = tmp_path / "xdg"
+    xdg.mkdir()
+    term = Terminal(tmp_path / "state", XDG_RUNTIME_DIR=str(xdg))
     yield term
     term.close()
 
@@ -184,3 +188,33 @@ def test_a_daemon_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
     assert str(not_a_dir) in result.stdout  # the log tail says what went wrong
     runtime = re.search(r"daemon log in (\S+)/gatewayd\.log", result.stdout)
     assert runtime and not Path(runtime.group(1)).exists()
+
+
+def test_ctl_finds_the_demo_and_fresh_starts_from_an_empty_box(tmp_path: Path) -> None:
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    xdg.mkdir()
+    old_state = home / ".local" / "state" / "gatewayd-demo"
+    old_state.mkdir(parents=True)
+    (old_state / "gatewayd.json").write_text("a box from an earlier demo")
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(xdg)}
+    term = Terminal(None, "--fresh", **env)
+    try:
+        runtime = runtime_dir_of(term)
+        term.wait_for(BANNER)
+        assert f"sockets in {runtime}" in term.screen
+        assert "emptied (--fresh)" in term.screen
+        base = {k: v for k, v in os.environ.items() if k not in ("RUNTIME_DIRECTORY",)}
+        status = subprocess.run(
+            [sys.executable, "-m", "gatewayd", "ctl", "status"],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "code_set: no" in status.stdout  # the earlier box is gone
+        term.type("q")
+        assert term.proc.wait(timeout=30) == 0
+    finally:
+        term.close()
+    assert not (xdg / "gatewayd-demo").exists()  # the pointer goes with the demo

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import typing
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -85,9 +86,19 @@ def test_an_event_unlike_its_declaration_is_found(event: dict[str, object], prob
 
 
 def test_the_bus_stamps_declared_events() -> None:
-    bus = EventBus(clock=lambda: 12.3456)
+    wall = datetime(2026, 12, 1, 9, 30, 5, 250000).astimezone()
+    bus = EventBus(clock=lambda: 12.3456, wall_clock=wall.timestamp)
     seen: list[dict[str, object]] = []
     bus.add_listener(seen.append)
     bus.publish({"type": "cooldown", "seconds": 900})
-    assert seen == [{"type": "cooldown", "seconds": 900, "t": 12.346}]
+    # t for programs (monotonic), time for people (the wall clock, ISO 8601 with its offset)
+    assert seen == [
+        {
+            "type": "cooldown",
+            "seconds": 900,
+            "t": 12.346,
+            "time": wall.isoformat(timespec="milliseconds"),
+        }
+    ]
+    assert str(seen[0]["time"]).startswith("2026-12-01T09:30:05.250")
     assert problems(seen[0]) == []

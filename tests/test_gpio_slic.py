@@ -454,7 +454,7 @@ def test_inband_dtmf_without_numpy_says_what_to_install(tmp_path, monkeypatch) -
     with pytest.raises(InbandDtmfUnavailableError) as caught:
         open_line(load_profile(path), lambda event: None, tmp_path)
     message = str(caught.value)
-    assert "inband.toml" in message and "gatewayd[inband]" in message
+    assert "inband.toml" in message and "[inband] extra" in message
     assert 'dtmf = "mt8870"' in message
 
 

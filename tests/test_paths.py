@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 
 from gatewayd.paths import (
+    demo_pointer_path,
+    find_runtime_dir,
+    forget_demo,
+    point_to_demo,
     resolve_pepper_path,
     resolve_runtime_dir,
     resolve_state_dir,
+    running_demo_dir,
     shipped_profiles_dir,
 )
 from gatewayd.profile import Profile, StorageSection, load_profile
@@ -43,6 +48,7 @@ def sim_with_storage(
 
 
 def test_shipped_profiles_are_the_repository_hw_profiles() -> None:
+    """In a checkout (editable install) the top-level hw_profiles/ is used."""
     directory = shipped_profiles_dir()
     assert directory == Path(__file__).resolve().parent.parent / "hw_profiles"
     assert (directory / "sim.toml").is_file()
@@ -134,3 +140,36 @@ def test_systemd_credential_wins_when_the_file_exists(
 
     (credentials / "gatewayd-pepper").write_bytes(b"\x00" * 32)
     assert resolve_pepper_path(load_profile("sim"), state_dir) == credentials / "gatewayd-pepper"
+
+
+# --- a running demo is found by the clients -------------------------------------------------
+
+
+def test_clients_find_a_running_demo_only_when_nothing_else_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    (tmp_path / "xdg").mkdir()
+    demo = tmp_path / "demo-sockets"
+    demo.mkdir()
+    (demo / "ctl.sock").touch()
+    usual = tmp_path / "xdg" / "gatewayd"
+
+    assert find_runtime_dir(None) == usual  # no demo running: the usual place (and its error)
+    point_to_demo(demo)
+    assert find_runtime_dir(None) == demo
+    assert find_runtime_dir(str(tmp_path / "mine")) == tmp_path / "mine"  # the option wins
+    usual.mkdir()
+    (usual / "ctl.sock").touch()
+    assert find_runtime_dir(None) == usual  # a daemon in the usual place wins over the demo
+    forget_demo(tmp_path / "another-demo")  # not ours to forget
+    assert demo_pointer_path().exists()
+    forget_demo(demo)
+    assert not demo_pointer_path().exists()
+
+
+def test_a_demo_that_stopped_is_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    point_to_demo(tmp_path / "gone")
+    assert running_demo_dir() is None
+    assert find_runtime_dir(None) == tmp_path / "gatewayd"

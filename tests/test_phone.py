@@ -22,7 +22,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.phone import BANNER, Phone, format_event, keys_of, run_phone
+from gatewayd.phone import (
+    BANNER,
+    KEY_HELP,
+    Phone,
+    after_the_beep,
+    format_event,
+    keys_of,
+    run_phone,
+)
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from tests.test_cli import FakeDaemon
 
@@ -402,3 +410,73 @@ def test_the_ui_ends_when_the_daemon_stops(runtime_dir: Path) -> None:
         os.close(master)
         os.close(slave)
     assert "the daemon closed the events stream" in screen.getvalue()
+
+
+# --- m: a remote caller leaves a message ---------------------------------------------------
+
+RECORDING = {"type": "menu", "state": "recording"}
+
+
+@pytest.mark.parametrize(
+    ("events", "ready"),
+    [
+        ([], None),
+        ([{"type": "menu", "state": "greeting"}, {"type": "prompt_end"}], None),
+        ([{"type": "menu", "state": "greeting"}, RECORDING], None),
+        ([RECORDING, {"type": "prompt", "id": "beep"}, {"type": "prompt_end"}], True),
+        ([{"type": "call", "party": "remote", "state": "end", "reason": "hangup"}], False),
+        ([RECORDING, {"type": "menu", "state": "idle"}, {"type": "prompt_end"}], None),
+    ],
+)
+def test_the_caller_speaks_only_after_the_beep(
+    events: list[dict[str, Any]], ready: bool | None
+) -> None:
+    assert after_the_beep(events) is ready
+
+
+def test_m_rings_waits_for_the_beep_then_speaks_the_demo_message(runtime_dir: Path) -> None:
+    daemon = start_fake(runtime_dir, events=[{"type": "subscribed"}])
+    screen = Screen()
+    phone = Phone(runtime_dir, screen, catalogue=CATALOGUE)
+    try:
+        phone.start()
+        phone.handle_key("m")
+        daemon.wait_for_sim("remote call")
+        for event in (
+            {"type": "call", "party": "remote", "state": "start"},
+            {"type": "menu", "state": "greeting"},
+            {"type": "prompt_end"},
+            RECORDING,
+            {"type": "prompt", "id": "beep"},
+            {"type": "prompt_end"},
+        ):
+            phone._on_event_line(json.dumps(event))  # as the events stream delivers them
+        daemon.wait_for_sim("remote hangup")
+    finally:
+        phone.close()
+        daemon.close()
+    message = default_audio_dir() / "demo" / "caller_message.wav"
+    assert message.is_file()
+    assert daemon.sim_commands == ["remote call", f"remote say {message}", "remote hangup"]
+    assert "  m        a remote caller leaves a message" in KEY_HELP
+
+
+def test_m_speaks_nothing_when_the_box_hangs_up_first(runtime_dir: Path) -> None:
+    daemon = start_fake(runtime_dir, events=[{"type": "subscribed"}])
+    phone = Phone(runtime_dir, Screen(), catalogue=CATALOGUE)
+    try:
+        phone.start()
+        phone.handle_key("m")
+        daemon.wait_for_sim("remote call")
+        phone._on_event_line(
+            json.dumps({"type": "call", "party": "remote", "state": "end", "reason": "busy"})
+        )
+        phone.handle_key("r")  # the phone is free for a new call: the first one is over
+        with daemon._arrived:
+            assert daemon._arrived.wait_for(
+                lambda: daemon.sim_commands.count("remote call") == 2, 10
+            )
+    finally:
+        phone.close()
+        daemon.close()
+    assert not any(command.startswith("remote say") for command in daemon.sim_commands)

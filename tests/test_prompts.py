@@ -60,6 +60,7 @@ DESIGN_IDS = (
     "code_saved",
     "code_bad_length",
     "code_trivial",
+    "code_is_current",
     "code_enter",
     "code_wrong",
     "code_too_many_failures",

@@ -25,9 +25,11 @@ from gatewayd.provision import (
     EXIT_USAGE,
     ProvisionError,
     main,
+    read_technician_code,
     with_pepper_file,
     write_profile,
 )
+from gatewayd.selftest import main as selftest_main
 from gatewayd.voicemail.hashing import CodeHasher
 from gatewayd.voicemail.store import Store
 from tests.daemon_process import REPO, make_profile
@@ -287,3 +289,52 @@ def test_broken_toml_in_the_source_is_named_and_nothing_is_written(tmp_path: Pat
     with pytest.raises(ProfileError) as caught:
         with_pepper_file('[board]\nname = "x"\n[storage\n', Path("/p"), Path("board.toml"))
     assert str(caught.value).startswith("board.toml: TOML syntax error")
+
+
+class _Terminal(io.StringIO):
+    """Standard input that says it is a terminal (the prompts are answered by ``ask``)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_mistyped_code_is_asked_again_up_to_three_times() -> None:
+    answers = iter(["58204", TECH_CODE, TECH_CODE, "582064", TECH_CODE, TECH_CODE])
+    out = io.StringIO()
+    code = read_technician_code(_Terminal(), ask=lambda prompt: next(answers), out=out)
+    assert code == TECH_CODE
+    assert out.getvalue().count("try again") == 2
+    assert "the two codes differ; try again" in out.getvalue()
+    assert TECH_CODE not in out.getvalue()
+
+
+def test_three_mistyped_codes_give_up_and_change_nothing() -> None:
+    out = io.StringIO()
+    with pytest.raises(ProvisionError, match="3 times; nothing was changed"):
+        read_technician_code(_Terminal(), ask=lambda prompt: "12", out=out)
+    assert out.getvalue().count("try again") == 2
+
+
+def test_selftest_of_the_shipped_profile_checks_the_pepper_provision_wrote(
+    tmp_path: Path,
+) -> None:
+    """The issue: `selftest --profile usr5637-modem` looked for the pepper elsewhere."""
+    status, _ = provision(tmp_path, Path("usr5637-modem"), code=TECH_CODE)
+    assert status == EXIT_OK
+    pepper = tmp_path / "etc" / "pepper"
+    for profile in ("usr5637-modem", str(tmp_path / "etc" / "profile.toml")):
+        out = io.StringIO()
+        selftest_main(
+            profile,
+            str(tmp_path / "state"),
+            str(tmp_path / "run"),
+            etc_dir=str(tmp_path / "etc"),
+            out=out,
+        )
+        shown = out.getvalue()
+        assert f"ok    pepper {pepper}: present, mode 0600" in shown, shown
+        assert "technician code" not in shown or "FAIL  technician" not in shown
+        loaded = load_profile(profile)
+        assert resolve_pepper_path(loaded, tmp_path / "state", tmp_path / "etc") == pepper
+    # status names the profile the box was provisioned from, not "profile"
+    assert load_profile(tmp_path / "etc" / "profile.toml").name == "usr5637-modem"

@@ -18,7 +18,14 @@ import pytest
 
 from gatewayd.line.modem_sim import ModemSimulator
 from gatewayd.prompts import AUDIO_DIR_ENV, default_audio_dir
-from gatewayd.selftest import EXIT_BAD_PROFILE, EXIT_FAILED, EXIT_OK, default_profile, main
+from gatewayd.selftest import (
+    EXIT_BAD_PROFILE,
+    EXIT_FAILED,
+    EXIT_OK,
+    check_alsa,
+    default_profile,
+    main,
+)
 from gatewayd.voicemail.hashing import create_pepper
 from tests.daemon_process import REPO
 
@@ -270,3 +277,11 @@ def test_without_a_profile_the_provisioned_one_is_checked(
     out = io.StringIO()
     main(None, None, str(tmp_path / "run"), out=out)
     assert out.getvalue().startswith(f"gatewayd selftest: profile profile ({etc / 'profile.toml'})")
+
+
+def test_alsa_library_messages_stay_out_of_the_output(capfd: pytest.CaptureFixture[str]) -> None:
+    check = check_alsa("nosuchdevice")
+    captured = capfd.readouterr()
+    assert not check.ok
+    assert "ALSA lib" not in captured.err + captured.out  # not between the check lines
+    assert "ALSA says:" in check.line()  # quoted in the failure, where it helps

@@ -302,3 +302,19 @@ def test_the_service_answers_at_the_profiles_ring_unless_the_handset_is_lifted(
     lifted = ivr.handle(OffHook())  # the subscriber takes the call: the box never answers it
     assert RingStation(on=False) in lifted
     assert all(Answer() not in ivr.handle(Ring()) for _ in range(5))
+
+
+def test_the_log_says_who_hung_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        async with sim_line(tmp_path) as rig:
+            await rig.connected_call()
+            assert await rig.send("remote hangup") == "ok"
+            trunk = rig.line.trunk()
+            assert trunk is not None
+            trunk.hang_up()  # the service's reaction to RemoteHangup: nothing left to hang up
+
+    caplog.set_level("INFO", logger="gatewayd.line.sim")
+    run(body())
+    said = [r.getMessage() for r in caplog.records]
+    assert "sim: the remote caller hung up" in said
+    assert "sim: the box hung up the remote call" not in said

@@ -12,17 +12,26 @@ the ``[inband]`` extra, and importing this package alone imports nothing heavy):
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
+from gatewayd import install
 from gatewayd.errors import ProfileError
 
-#: What to install when numpy is missing.
-INSTALL_HINT = "pip install 'gatewayd[inband]' (or: apt-get install python3-numpy)"
+#: The ``[inband]`` extra of pyproject.toml (what ``pip install 'gatewayd[inband]'`` adds).
+NUMPY_REQUIREMENT = "numpy>=1.24"
+#: The profile key that needs numpy, for the daemon's error.
+FOR_PROFILE = 'line.dtmf = "inband" decodes keys from the audio'
 
 
-def require_numpy() -> None:
-    """Raise ProfileError saying what to install when numpy (the ``[inband]`` extra) is missing."""
+def install_hint(package_file: Path | None = None) -> str:
+    """How to get numpy for the way this gatewayd was installed: Debian package, venv, other."""
+    return install.install_hint(NUMPY_REQUIREMENT, "inband", "python3-numpy", package_file)
+
+
+def require_numpy(what: str = FOR_PROFILE) -> None:
+    """Raise ProfileError saying what to install when numpy (the ``[inband]`` extra) is missing.
+
+    ``what`` names what needs it (the profile key, or a command).
+    """
     if importlib.util.find_spec("numpy") is None:
-        raise ProfileError(
-            'line.dtmf = "inband" decodes keys from the audio and needs numpy, which is not '
-            f"installed: {INSTALL_HINT}"
-        )
+        raise ProfileError(f"{what} and needs numpy, which is not installed: {install_hint()}")

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gatewayd.dtmf import require_numpy
+from gatewayd.errors import ProfileError
 
 #: Bytes read per call: 1 s of audio (the detector works on 20 ms periods either way).
 CHUNK_BYTES = 16000
@@ -54,7 +55,7 @@ def _raw_chunks(path: Path) -> Iterator[bytes]:
 
 def decode_file(path: Path, raw: bool = False) -> list[tuple[str, float, float]]:
     """(key, start_s, duration_s) of every key in the file, in order."""
-    require_numpy()
+    require_numpy("`gatewayd dtmf decode` finds the keys with numpy's FFT")
     from gatewayd.dtmf.detector import DtmfDetector, KeyEnd
 
     detector = DtmfDetector()
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         keys = decode_file(args.file, raw=args.raw)
-    except _BadInput as exc:
+    except (_BadInput, ProfileError) as exc:
         print(f"gatewayd dtmf decode: {exc}", file=sys.stderr)
         return 2
     for key, start_s, duration_s in keys:

@@ -22,6 +22,7 @@ from gatewayd.gpio.base import (
     GpioError,
     Pull,
 )
+from gatewayd.install import install_hint
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,12 +36,13 @@ def _import_gpiod() -> Any:
     except ImportError as exc:
         raise BackendUnavailableError(
             "GPIO backend 'gpiod': the gpiod module (libgpiod v2) is not installed; "
-            "run `pip install gatewayd[gpiod]`"
+            f"run {install_hint('gpiod>=2.1', 'gpiod', None)}"
         ) from exc
     if not hasattr(gpiod, "request_lines"):
         raise BackendUnavailableError(
             "GPIO backend 'gpiod': the installed gpiod module is the old libgpiod v1 API "
-            "(Debian's python3-libgpiod); gatewayd needs v2: run `pip install gatewayd[gpiod]`"
+            "(Debian's python3-libgpiod); gatewayd needs v2: run "
+            f"{install_hint('gpiod>=2.1', 'gpiod', None)}"
         )
     return gpiod
 

@@ -21,6 +21,7 @@ from gatewayd.gpio.base import (
     GpioError,
     Pull,
 )
+from gatewayd.install import install_hint
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def _import_rpi_gpio() -> Any:
     except ImportError as exc:
         raise BackendUnavailableError(
             "GPIO backend 'rpi': RPi.GPIO is not installed; on a Raspberry Pi run "
-            "`pip install gatewayd[rpi]` (rpi-lgpio on a Pi 5), on other boards set "
-            'gpio_backend = "gpiod"'
+            f"{install_hint('RPi.GPIO>=0.7', 'rpi', 'python3-rpi.gpio')} (rpi-lgpio on a "
+            'Pi 5), on other boards set gpio_backend = "gpiod"'
         ) from exc
     except RuntimeError as exc:  # raised at import time off a Pi
         raise BackendUnavailableError(explain_failure(exc)) from exc

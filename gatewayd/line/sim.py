@@ -260,6 +260,9 @@ class SimLine(LineDriver):
         elif action == "hangup":
             if self._remote_state == "idle":
                 raise _SimError("no remote call to hang up")
+            # Said before the state goes idle: the box's own hang_up() that may follow logs
+            # nothing, so the log never blames the box for the caller's hang-up.
+            LOGGER.info("sim: the remote caller hung up")
             self._end_remote(None)
             self.emit(RemoteHangup())
         else:

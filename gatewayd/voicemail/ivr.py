@@ -67,7 +67,7 @@ from gatewayd.events import (
     TimerExpired,
 )
 from gatewayd.eventtypes import Event
-from gatewayd.voicemail.codes import CODE_LENGTH
+from gatewayd.voicemail.codes import CODE_LENGTH, Refusal
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.flow import (
     ENTRIES,
@@ -702,7 +702,8 @@ class Ivr:
         refusal = self._service.refusal(code)
         if refusal is not None:
             LOGGER.info("new code refused: %s", refusal.value)
-            return self._bad_entry(call, entry, "code_trivial")
+            said = "code_is_current" if refusal is Refusal.PREVIOUS else "code_trivial"
+            return self._bad_entry(call, entry, said)
         flow.pending = code
         call.state = State.CODE_CONFIRM
         call.replays = 0
