@@ -101,6 +101,8 @@ def test_a_code_created_on_the_handset_then_a_remote_caller_keys_three_wrong_cod
         mark = events.mark()
         sim.press(keys)
         menu(events, state, mark)
+        # The next keys come once the menu is being played to the modem: they cut it.
+        events.wait_for(lambda e: e["type"] == "prompt", after=mark)
     sim.press("1")
     created = events.wait_for(lambda e: e["type"] == "code")
     assert (created["action"], created["origin"]) == ("created", "handset")

@@ -833,18 +833,17 @@ class Ivr:
         self._after_message(call, ("message_deleted",))
 
     def _keep_message(self, call: _Call) -> None:
+        self._save_and_next(call, ("message_kept",))
+
+    def _next_message(self, call: _Call) -> None:
+        self._save_and_next(call, ())  # skipped: saved too (DESIGN §7.3)
+
+    def _save_and_next(self, call: _Call, said: tuple[PromptRef, ...]) -> None:
         listening = call.flow
         assert isinstance(listening, Listening)
         self._mailbox.mark_saved(listening.current)
         listening.index += 1
-        self._after_message(call, ("message_kept",))
-
-    def _next_message(self, call: _Call) -> None:
-        listening = call.flow
-        assert isinstance(listening, Listening)
-        self._mailbox.mark_saved(listening.current)  # skipped: saved too (DESIGN §7.3)
-        listening.index += 1
-        self._after_message(call, ())
+        self._after_message(call, said)
 
     # --- the greeting (DESIGN §7.4) -------------------------------------------------------
 
