@@ -150,6 +150,14 @@ def bench_idle(seconds: float) -> str:
     )
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def bench_rss_and_ready(runs: int = 10) -> list[str]:
     readies, rss = [], []
     for _ in range(runs):
@@ -161,9 +169,7 @@ def bench_rss_and_ready(runs: int = 10) -> list[str]:
             daemon.start()
             readies.append((time.perf_counter() - t0) * 1000)
             assert daemon.proc is not None
-            for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss.append(int(line.split()[1]) / 1024)
+            rss.append(rss_mb(daemon.proc.pid))
             daemon.stop()
     ready = statistics.median(readies)
     mem = max(rss)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.daemon import FifoTap, _proc_times, first_sound
+from bench.daemon import FifoTap, _proc_times, first_sound, rss_mb
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.voicemail.messages import MessageStore
 from tests.daemon_process import REPO, DaemonProcess, make_profile
@@ -101,13 +101,6 @@ def bench_idle(seconds: float, messages: int) -> str:
     )
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def bench_listen(keys: int) -> list[str]:
     catalogue = PromptCatalogue.load(default_audio_dir(), "fr")
     with wave.open(str(CALLER_WAV), "rb") as wav:
@@ -117,7 +110,7 @@ def bench_listen(keys: int) -> list[str]:
         empty = Path(empty_name)
         daemon = DaemonProcess(empty, make_profile(empty)).start()
         assert daemon.proc is not None
-        rss_empty = _rss_mb(daemon.proc.pid)
+        rss_empty = rss_mb(daemon.proc.pid)
         daemon.stop()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -128,7 +121,7 @@ def bench_listen(keys: int) -> list[str]:
         )
         daemon = DaemonProcess(tmp, profile).start()
         assert daemon.proc is not None
-        rss_full = _rss_mb(daemon.proc.pid)
+        rss_full = rss_mb(daemon.proc.pid)
         try:
             assert daemon.sim("handset offhook") == "ok"
             assert daemon.sim("handset press 3103") == "ok"
@@ -145,7 +138,7 @@ def bench_listen(keys: int) -> list[str]:
                 assert daemon.sim("handset press 1") == "ok"  # replay, during the message
                 heard, _ = tap.wait_for(message_start, start)
                 latencies.append((heard - sent) * 1000)
-            rss_listening = _rss_mb(daemon.proc.pid)
+            rss_listening = rss_mb(daemon.proc.pid)
         finally:
             daemon.stop()
     latencies.sort()

@@ -21,6 +21,7 @@ from typing import Any
 from gatewayd.events import LineEvent, RecordingEnded, StartRecording
 from gatewayd.eventtypes import Event
 from gatewayd.line.base import AudioSink, Station, Trunk
+from gatewayd.pcm import RATE, SAMPLE_WIDTH
 from gatewayd.voicemail.config import Mailbox
 from gatewayd.voicemail.messages import (
     Message,
@@ -30,20 +31,10 @@ from gatewayd.voicemail.messages import (
 )
 from gatewayd.voicemail.recording import EndReason, RecorderSettings, Recording
 from gatewayd.voicemail.recording import start as start_recording
-from gatewayd.voicemail.repository import SecretsRepository
+from gatewayd.voicemail.repository import AUDIT_EVENTS, SecretsRepository
 
 LOGGER = logging.getLogger(__name__)
 
-#: Audit ``what`` for each repair or loss the message store reports (DESIGN §7.2).
-STORE_AUDIT = {
-    "message_recovered": "message_recovered",
-    "message_adopted": "message_adopted",
-    "message_dropped": "message_dropped",
-    "recording_discarded": "recording_discarded",
-    "recording_write_error": "recording_write_error",
-    "message_index_error": "message_index_error",
-    "message_index_unreadable": "message_index_unreadable",
-}
 #: Detail fields an audit record of the mailbox may carry (ids, reasons, numbers: no caller).
 AUDIT_DETAILS = frozenset({"id", "reason", "seconds", "errno", "file", "moved_to"})
 
@@ -140,8 +131,7 @@ class MailboxService:
         except (MessageError, KeyError) as exc:
             LOGGER.error("mailbox: message %s cannot be played: %s", message_id, exc)
             return None
-        start = round(start_s * 8000) * 2
-        return pcm[start:]
+        return pcm[round(start_s * RATE) * SAMPLE_WIDTH :]
 
     def mark_saved(self, message_id: str) -> None:
         """A new message heard or skipped becomes saved."""
@@ -303,7 +293,8 @@ class MailboxService:
             for key, value in details.items()
             if key in AUDIT_DETAILS
         }
-        self._secrets.audit(STORE_AUDIT.get(what, "message_dropped"), "mailbox", **kept)
+        # The store's repairs and losses are audit events of their own (DESIGN §7.2).
+        self._secrets.audit(what if what in AUDIT_EVENTS else "message_dropped", "mailbox", **kept)
 
 
 def _capture(source: Trunk | Station, on_audio: AudioSink) -> bool:

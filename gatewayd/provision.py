@@ -48,6 +48,7 @@ from gatewayd.profile import (
     provisioned_from,
 )
 from gatewayd.selftest import daemon_running
+from gatewayd.voicemail.atomicdb import write_atomically
 from gatewayd.voicemail.auditlog import audit_path
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.store import Store, fsync_dir
@@ -124,23 +125,6 @@ def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
     return header + document.as_string()
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` all at once: a temp file beside it, fsync, rename, fsync."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def provision_pepper(path: Path, force: bool) -> tuple[bytes, str]:
     """The box's pepper at ``path``: created, kept, or (``force``) replaced; and what happened."""
     if path.exists() and not force:
@@ -178,9 +162,9 @@ def write_profile(loaded: Profile, target: Path, pepper: Path) -> str:
             return "unchanged"
         if loaded.source.resolve() != target.resolve():
             backup = target.with_name(target.name + ".old")
-            _write_atomically(backup, old.encode("utf-8"), 0o644)
+            write_atomically(backup, old.encode("utf-8"), mode=0o644)
             note = f"written (the previous one is kept as {backup})"
-    _write_atomically(target, text.encode("utf-8"), 0o644)
+    write_atomically(target, text.encode("utf-8"), mode=0o644)
     return note
 
 

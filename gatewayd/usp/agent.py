@@ -33,8 +33,8 @@ from gatewayd.eventbus import EventBus
 from gatewayd.usp.config import UspConfig, parse_usp, tls_files
 from gatewayd.usp.core import AgentCore, Outbound, ServiceView
 from gatewayd.usp.datamodel import SESSION_TERMINATED
-from gatewayd.usp.files import write_atomically
 from gatewayd.usp.records import CONTENT_TYPE, CONTENT_TYPES, disconnect_record
+from gatewayd.voicemail.atomicdb import write_atomically
 
 LOGGER = logging.getLogger(__name__)
 

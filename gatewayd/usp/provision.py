@@ -12,7 +12,7 @@ import ssl
 from pathlib import Path
 
 from gatewayd.errors import GatewaydError
-from gatewayd.usp.files import write_atomically
+from gatewayd.voicemail.atomicdb import write_atomically
 
 CERT_FILE = "usp-cert.pem"
 KEY_FILE = "usp-key.pem"
@@ -36,6 +36,6 @@ def provision_usp_identity(cert: Path, key: Path, etc_dir: Path) -> tuple[Path, 
         ) from exc
     etc_dir.mkdir(parents=True, exist_ok=True)
     cert_target, key_target = etc_dir / CERT_FILE, etc_dir / KEY_FILE
-    write_atomically(key_target, key.read_bytes(), 0o600)
-    write_atomically(cert_target, cert.read_bytes(), 0o644)
+    write_atomically(key_target, key.read_bytes(), mode=0o600)
+    write_atomically(cert_target, cert.read_bytes(), mode=0o644)
     return cert_target, key_target

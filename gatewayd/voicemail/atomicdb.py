@@ -58,15 +58,19 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, payload: bytes, step: Fault | None = None) -> None:
+def write_atomically(
+    path: Path, payload: bytes, step: Fault | None = None, *, mode: int = 0o600
+) -> None:
     """Replace ``path`` with ``payload``: temporary file, fsync, rename, fsync of the directory.
 
-    ``step`` is called with the name of each step before it runs (the fault-injection hook).
+    ``step`` is called with the name of each step before it runs (the fault-injection hook);
+    the file gets ``mode`` whatever the umask.
     """
     step = step or (lambda name: None)
     tmp = path.with_name(f"{_tmp_prefix(path)}{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by the umask
         try:
             step("write")
             view = memoryview(payload)

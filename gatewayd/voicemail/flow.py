@@ -190,6 +190,20 @@ KEY_FRAGMENTS = {
     **{k: f"key_{k.lower()}" for k in "ABCD"},
 }
 
+
+def _recording(state: State) -> Menu:
+    """A recording after the beep (a message, a greeting): only the end key acts."""
+    return Menu(
+        state,
+        variants=(Variant("beep"),),
+        options=(Option("end_recording", None, do=Do.END_RECORDING),),
+        back=None,
+        on_timeout=Timeout.NONE,
+        announced=False,
+        other_keys=OtherKeys.IGNORED,
+    )
+
+
 MENUS: dict[State, Menu] = {
     State.MAIN_MENU: Menu(
         State.MAIN_MENU,
@@ -272,15 +286,7 @@ MENUS: dict[State, Menu] = {
         back=State.PERSONALISE_MENU,
         back_say="say_back",
     ),
-    State.GREETING_RECORD: Menu(
-        State.GREETING_RECORD,
-        variants=(Variant("beep"),),
-        options=(Option("end_recording", None, do=Do.END_RECORDING),),
-        back=None,
-        on_timeout=Timeout.NONE,
-        announced=False,
-        other_keys=OtherKeys.IGNORED,
-    ),
+    State.GREETING_RECORD: _recording(State.GREETING_RECORD),
     State.GREETING_CONFIRM: Menu(
         State.GREETING_CONFIRM,
         variants=(Variant("greeting_confirm_menu", intro=("greeting_new",)),),
@@ -305,15 +311,7 @@ MENUS: dict[State, Menu] = {
         announced=False,
         other_keys=OtherKeys.IGNORED,
     ),
-    State.RECORDING: Menu(
-        State.RECORDING,
-        variants=(Variant("beep"),),
-        options=(Option("end_recording", None, do=Do.END_RECORDING),),
-        back=None,
-        on_timeout=Timeout.NONE,
-        announced=False,
-        other_keys=OtherKeys.IGNORED,
-    ),
+    State.RECORDING: _recording(State.RECORDING),
 }
 
 ENTRIES: dict[State, Entry] = {
