@@ -8,6 +8,7 @@ from gatewayd.events import (
     Digit,
     Hangup,
     LineEvent,
+    LineFault,
     OffHook,
     OnHook,
     Play,
@@ -16,6 +17,7 @@ from gatewayd.events import (
     RemoteHangup,
     StartRecording,
     StopAudio,
+    StopRecording,
     TimerExpired,
 )
 from gatewayd.voicemail.config import VoicemailConfig
@@ -397,3 +399,12 @@ def test_a_wrong_length_code_check_is_not_counted(phone: Phone, service) -> None
     phone.press("4#")
     assert phone.hear()[-2:] == ["code_bad_length", "goodbye"]
     assert phone.hung_up and service.status().failures == 0
+
+
+def test_a_trunk_that_vanishes_mid_recording_keeps_what_was_said(phone: Phone) -> None:
+    """The modem is unplugged while a caller speaks: the recording is stopped, not dropped."""
+    phone.call_in()  # greeting, beep, recording
+    assert any(isinstance(a, StartRecording) for a in phone.actions)
+    out = phone.send(LineFault("modem on /dev/ttyACM0 lost"))
+    assert StopRecording("hangup") in out  # kept if long enough, as on a hang-up
+    assert phone.ivr.state == "idle"
