@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from gatewayd.events import (
     Action,
     Answer,
     CancelTimer,
+    CheckCode,
+    CodeChecked,
     ComposedPrompt,
     Digit,
     Hangup,
@@ -302,6 +305,29 @@ class Daemon:
                     handle.cancel()
             case Notify(event=event):
                 self.bus.publish(event)
+            case CheckCode(check_id=check_id, compare=compare):
+                self._compare_off_loop(check_id, compare)
+
+    def _compare_off_loop(self, check_id: int, compare: Callable[[], bool]) -> None:
+        """Run a code comparison (scrypt) in a worker; its verdict comes back as an event.
+
+        The try is already durable (the service counted it on the loop); keys, audio
+        pacing, the sockets and the watchdog go on meanwhile.
+        """
+        assert self._loop is not None
+
+        async def compare_then_feed() -> None:
+            assert self._loop is not None
+            try:
+                ok = await self._loop.run_in_executor(None, compare)
+            except Exception:  # counted already: a comparison that fails is a wrong code
+                LOGGER.exception("code comparison failed; counted as a wrong code")
+                ok = False
+            self.feed(CodeChecked(check_id, ok))
+
+        task = self._loop.create_task(compare_then_feed())
+        self._console_tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._console_tasks.discard)
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)

@@ -6,6 +6,7 @@ it is fed events and a clock and returns actions, with no I/O of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -110,6 +111,14 @@ class PlaybackDone:
     play_id: int
 
 
+@dataclass(frozen=True)
+class CodeChecked:
+    """The comparison asked for by ``CheckCode(check_id=...)`` is done: right code or not."""
+
+    check_id: int
+    ok: bool
+
+
 LineEvent = (
     OffHook
     | OnHook
@@ -122,6 +131,7 @@ LineEvent = (
     | TimerExpired
     | PlaybackDone
     | RecordingEnded
+    | CodeChecked
 )
 
 
@@ -259,6 +269,18 @@ class Notify:
     event: Event
 
 
+@dataclass(frozen=True)
+class CheckCode:
+    """Run ``compare`` (scrypt: slow on purpose) off the event loop, then feed ``CodeChecked``.
+
+    The try is already counted on disk when this is returned (DESIGN §2.3); ``compare``
+    holds the keyed code in its closure, so it never shows in a repr.
+    """
+
+    check_id: int
+    compare: Callable[[], bool] = field(repr=False, compare=False)
+
+
 Action = (
     Play
     | PlayTone
@@ -271,4 +293,5 @@ Action = (
     | StartTimer
     | CancelTimer
     | Notify
+    | CheckCode
 )

@@ -34,6 +34,8 @@ from gatewayd.events import (
     Action,
     Answer,
     CancelTimer,
+    CheckCode,
+    CodeChecked,
     Digit,
     Flash,
     Hangup,
@@ -80,7 +82,7 @@ from gatewayd.voicemail.flow import (
     menu_prompt,
     variant,
 )
-from gatewayd.voicemail.policy import Access, SecretCodeService
+from gatewayd.voicemail.policy import Access, CheckResult, PendingCheck, SecretCodeService
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ class CodeCheck:
 
     keys: str = field(default="", repr=False)
     bad_entries: int = 0
+    #: The ``CheckCode`` whose verdict is awaited (keys are ignored meanwhile), if any.
+    checking: int | None = None
 
 
 @dataclass
@@ -205,6 +209,9 @@ class Ivr:
         self._call: _Call | None = None
         self._handset_off = False
         self._next_play_id = 0
+        self._next_check_id = 0
+        #: Counted tries whose comparison runs off the loop, settled when ``CodeChecked`` comes.
+        self._checks: dict[int, PendingCheck] = {}
         self._deadlines: dict[str, float] = {}
         self._out: list[Action] = []
         self._actions: dict[Do, Callable[[_Call], None]] = {
@@ -294,6 +301,8 @@ class Ivr:
                 self._on_timer(name)
             case PlaybackDone(play_id=play_id):
                 self._on_playback_done(play_id)
+            case CodeChecked(check_id=check_id, ok=ok):
+                self._on_code_checked(check_id, ok)
 
     # --- hook and calls ---------------------------------------------------------------
 
@@ -399,6 +408,8 @@ class Ivr:
         )
         if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
+        if isinstance(call.flow, CodeCheck) and call.flow.checking is not None:
+            return  # the code is being compared: keys wait for the verdict (they are ignored)
         menu = MENUS.get(call.state)
         if (
             menu is not None
@@ -514,9 +525,40 @@ class Ivr:
         if self._service.access() is not Access.OPEN:
             return self._enter_code_check()  # a reset or another call changed things meanwhile
         try:
-            result = self._service.check(code, call.party)
+            pending = self._service.begin_check(code, call.party)  # counted on disk now
         except PolicyError:
             return self._enter_code_check()
+        flow = call.flow
+        assert isinstance(flow, CodeCheck)
+        self._next_check_id += 1
+        check_id = flow.checking = self._next_check_id
+        self._checks[check_id] = pending
+        service = self._service
+        self._out.append(CheckCode(check_id, lambda: service.verify(pending)))
+
+    def _on_code_checked(self, check_id: int, ok: bool) -> None:
+        pending = self._checks.pop(check_id, None)
+        if pending is None:
+            return  # not ours (or already settled)
+        call = self._call
+        ours = (
+            call is not None and isinstance(call.flow, CodeCheck) and call.flow.checking == check_id
+        )
+        if ours:
+            assert call is not None and isinstance(call.flow, CodeCheck)
+            call.flow.checking = None
+        try:
+            # Settled even after a hang-up: the failure is audited and its cool-down starts.
+            result = self._service.settle(pending, ok)
+        except PolicyError:
+            if ours:
+                self._enter_code_check()
+            return
+        if ours:
+            assert call is not None
+            self._checked(call, result)
+
+    def _checked(self, call: _Call, result: CheckResult) -> None:
         call.checks += 1
         if result.ok:
             self._notify({"type": "auth", "result": "ok", "failures": 0, "party": call.party})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gatewayd.errors import PolicyError
@@ -46,6 +46,18 @@ class CheckResult:
     cooldown_s: float = 0.0
     #: This failure locked access until a reset.
     locked: bool = False
+
+
+@dataclass(frozen=True)
+class PendingCheck:
+    """A try counted on disk whose comparison has not been made yet (never shows the code)."""
+
+    origin: str
+    #: Consecutive failures on disk, this try included.
+    failures: int
+    salt: bytes = field(repr=False)
+    code_hash: bytes = field(repr=False)
+    code: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -136,11 +148,18 @@ class SecretCodeService:
         return Access.OPEN
 
     def check(self, code: str, origin: str) -> CheckResult:
-        """Check a 4-digit code: count the try durably, then compare.
+        """Check a 4-digit code: count the try durably, then compare (all on the caller's thread).
 
         Raises :class:`PolicyError` if access is not open (no code, cool-down, lock):
-        the caller must ask :meth:`access` first; nothing is counted then.
+        the caller must ask :meth:`access` first; nothing is counted then. The daemon
+        uses the three steps apart (:meth:`begin_check`, :meth:`verify` in a worker,
+        :meth:`settle`) so the event loop never waits for scrypt.
         """
+        pending = self.begin_check(code, origin)
+        return self.settle(pending, self.verify(pending))
+
+    def begin_check(self, code: str, origin: str) -> PendingCheck:
+        """Step 1 (event loop): refuse when access is not open, else count the try durably."""
         if len(code) != CODE_LENGTH or not code.isdigit():
             raise ValueError("a code check needs exactly 4 digits")
         state = self.access()
@@ -150,7 +169,22 @@ class SecretCodeService:
         assert mailbox.code_hash is not None and mailbox.salt is not None
         failures = mailbox.failures + 1
         self._secrets.update_mailbox(failures=failures)  # durable before the comparison
-        if self._hasher.verify(code, mailbox.salt, mailbox.code_hash):
+        return PendingCheck(origin, failures, mailbox.salt, mailbox.code_hash, code)
+
+    def verify(self, pending: PendingCheck) -> bool:
+        """Step 2 (any thread): the comparison itself; no storage, no shared state."""
+        return self._hasher.verify(pending.code, pending.salt, pending.code_hash)
+
+    def settle(self, pending: PendingCheck, ok: bool) -> CheckResult:
+        """Step 3 (event loop): clear the counter, or audit the failure and start cool-down/lock.
+
+        Raises :class:`PolicyError` when the code was reset or changed while the
+        comparison ran (the verdict is about a code that is gone); the try stays counted.
+        """
+        if self._secrets.mailbox().code_hash != pending.code_hash:
+            raise PolicyError("code check overtaken: the code changed during the comparison")
+        origin, failures = pending.origin, pending.failures
+        if ok:
             self._secrets.update_mailbox(failures=0, locked=False)
             self._cooldown_until = 0.0
             LOGGER.info("right code from %s; failure counter cleared", origin)
