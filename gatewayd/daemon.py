@@ -16,11 +16,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__
 from gatewayd.audio import AlsaPlayer, AudioClip, AudioOutput, Clip, ToneClip
-from gatewayd.console import CommandError, Console, HandsetRinger, TechnicianAuth
 from gatewayd.control import ControlServer
 from gatewayd.errors import GatewaydError, PepperError
 from gatewayd.eventbus import EventBus
@@ -60,13 +59,15 @@ from gatewayd.paths import (
 from gatewayd.profile import Profile, load_profile
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
-from gatewayd.selftest import Check, live_checks
-from gatewayd.serial_console import SerialConsole
 from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
 from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
+
+if TYPE_CHECKING:  # imported when used: a `run` that never needs them does not load them
+    from gatewayd.selftest import Check
+    from gatewayd.serial_console import SerialConsole
 
 LOGGER = logging.getLogger(__name__)
 
@@ -148,6 +149,9 @@ class Daemon:
 
     def _make_serial_console(self, hasher: CodeHasher) -> SerialConsole:
         """The technician's console on ``[console]``; its login checks the technician code."""
+        from gatewayd.console import Console, TechnicianAuth
+        from gatewayd.serial_console import SerialConsole
+
         assert self._store is not None and self.profile.console is not None
         auth = TechnicianAuth(self._store, hasher, self._clock)
         console = Console(self, "console", interactive=True, auth=auth, clock=self._clock)
@@ -398,12 +402,16 @@ class Daemon:
         }
 
     def _refuse_during_remote_call(self) -> None:
+        from gatewayd.console import CommandError
+
         assert self._ivr is not None
         if self._ivr.party == "remote":
             raise CommandError("a remote call is in progress; try again when it has ended")
 
     def ring(self, seconds: float) -> None:
         """Ring the handset (a SLIC line); CommandError on lines that cannot."""
+        from gatewayd.console import CommandError, HandsetRinger
+
         assert self._ivr is not None
         line: object = self._line
         if not isinstance(line, HandsetRinger):
@@ -417,6 +425,8 @@ class Daemon:
 
     def play_prompt(self, prompt_id: str) -> None:
         """Play one prompt for the technician (replaces what plays now)."""
+        from gatewayd.console import CommandError
+
         assert self._prompts is not None and self._player is not None
         if not self._prompts.knows(prompt_id):
             known = ", ".join(sorted(self._prompts.ids | self._prompts.composed_ids))
@@ -427,6 +437,8 @@ class Daemon:
 
     def play_tone(self, name: str, seconds: float) -> None:
         """Play a tone of the tone plan for ``seconds`` (built off the loop, then played)."""
+        from gatewayd.console import CommandError
+
         assert self._loop is not None and self._player is not None
         tone = self._tones.get(name)
         if tone is None:
@@ -454,6 +466,8 @@ class Daemon:
 
     def self_check(self) -> list[Check]:
         """The console's ``selftest`` of the running box."""
+        from gatewayd.selftest import live_checks
+
         assert self._store is not None and self._line is not None
         return live_checks(
             self.profile,
