@@ -48,7 +48,7 @@ class CheckResult:
     locked: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class PendingCheck:
     """A try counted on disk whose comparison has not been made yet (never shows the code)."""
 
@@ -58,6 +58,10 @@ class PendingCheck:
     salt: bytes = field(repr=False)
     code_hash: bytes = field(repr=False)
     code: str = field(repr=False)
+    #: The cost the stored hash was made with.
+    kdf: str | None = None
+    #: A right code under an old cost: the new (hash, salt) at the profile's cost.
+    rehash: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -169,11 +173,20 @@ class SecretCodeService:
         assert mailbox.code_hash is not None and mailbox.salt is not None
         failures = mailbox.failures + 1
         self._secrets.update_mailbox(failures=failures)  # durable before the comparison
-        return PendingCheck(origin, failures, mailbox.salt, mailbox.code_hash, code)
+        return PendingCheck(origin, failures, mailbox.salt, mailbox.code_hash, code, mailbox.kdf)
 
     def verify(self, pending: PendingCheck) -> bool:
-        """Step 2 (any thread): the comparison itself; no storage, no shared state."""
-        return self._hasher.verify(pending.code, pending.salt, pending.code_hash)
+        """Step 2 (any thread): the comparison itself; no storage, no shared state.
+
+        A right code whose hash was made at another cost (``scrypt_n`` changed) is
+        hashed again at the profile's cost here; :meth:`settle` stores it.
+        """
+        hasher = self._hasher.for_kdf(pending.kdf)
+        ok = hasher.verify(pending.code, pending.salt, pending.code_hash)
+        if ok and hasher is not self._hasher:
+            salt = self._hasher.new_salt()
+            pending.rehash = (self._hasher.hash(pending.code, salt), salt)
+        return ok
 
     def settle(self, pending: PendingCheck, ok: bool) -> CheckResult:
         """Step 3 (event loop): clear the counter, or audit the failure and start cool-down/lock.
@@ -184,8 +197,15 @@ class SecretCodeService:
         if self._secrets.mailbox().code_hash != pending.code_hash:
             raise PolicyError("code check overtaken: the code changed during the comparison")
         origin, failures = pending.origin, pending.failures
+        if ok and pending.rehash is not None:
+            code_hash, salt = pending.rehash
+            self._secrets.update_mailbox(
+                code_hash=code_hash, salt=salt, kdf=self._hasher.kdf, failures=0, locked=False
+            )
+            LOGGER.info("stored code re-hashed at the profile's scrypt cost %s", self._hasher.kdf)
         if ok:
-            self._secrets.update_mailbox(failures=0, locked=False)
+            if pending.rehash is None:
+                self._secrets.update_mailbox(failures=0, locked=False)
             self._cooldown_until = 0.0
             LOGGER.info("right code from %s; failure counter cleared", origin)
             return CheckResult(ok=True, failures=0)
@@ -220,7 +240,7 @@ class SecretCodeService:
         if (
             mailbox.code_hash is not None
             and mailbox.salt is not None
-            and self._hasher.verify(code, mailbox.salt, mailbox.code_hash)
+            and self._hasher.for_kdf(mailbox.kdf).verify(code, mailbox.salt, mailbox.code_hash)
         ):
             return Refusal.PREVIOUS
         return None
@@ -241,7 +261,9 @@ class SecretCodeService:
         salt = self._hasher.new_salt()
         code_hash = self._hasher.hash(code, salt)
         with self._secrets.transaction():
-            self._secrets.update_mailbox(code_hash=code_hash, salt=salt, failures=0, locked=False)
+            self._secrets.update_mailbox(
+                code_hash=code_hash, salt=salt, kdf=self._hasher.kdf, failures=0, locked=False
+            )
             self._secrets.audit(action, origin)
         self._cooldown_until = 0.0
         LOGGER.info("secret code %s from %s", action, origin)
@@ -262,7 +284,7 @@ class SecretCodeService:
         """Advisor or technician reset: clears code, counter, lock and protection; audited."""
         with self._secrets.transaction():
             self._secrets.update_mailbox(
-                code_hash=None, salt=None, failures=0, locked=False, protection=False
+                code_hash=None, salt=None, kdf=None, failures=0, locked=False, protection=False
             )
             self._secrets.audit("reset", origin)
         self._cooldown_until = 0.0
