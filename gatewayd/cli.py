@@ -284,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing pepper (stored codes stop working)",
     )
+    provision.add_argument(
+        "--fit-scrypt",
+        action="store_true",
+        help="time a code check here and write the scrypt_n that keeps it under 300 ms",
+    )
 
     menu = add(
         "menu",
@@ -332,6 +337,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         runtime_dir=args.runtime_dir,
         tech_code=args.tech_code,
         force=args.force,
+        fit_scrypt=args.fit_scrypt,
     )
 
 

@@ -8,9 +8,14 @@ its next right entry. Times are given to the pure parts, never measured here.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import pytest
+
+from gatewayd import provision
+from gatewayd.profile import load_profile
 from gatewayd.selftest import check_code_cost
 from gatewayd.voicemail.config import Policy
 from gatewayd.voicemail.hashing import SCRYPT_N_FLOOR, CodeHasher, fitted_n
@@ -79,3 +84,21 @@ def test_selftest_says_whether_the_profile_cost_fits_and_what_would() -> None:
     assert not slow.ok and "450 ms" in slow.detail and "scrypt_n = 8192" in slow.fix
     fast = check_code_cost(Policy(scrypt_n=16384), seconds=0.060)
     assert fast.ok and "65536" in fast.detail
+
+
+def test_provision_writes_the_fitted_cost_into_the_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provision, "time_one_check", lambda n, r, p: 0.450)  # a slow board
+    out = io.StringIO()
+    code = provision.main(
+        "sim",
+        etc_dir=str(tmp_path / "etc"),
+        state_dir=str(tmp_path / "state"),
+        runtime_dir=str(tmp_path / "run"),
+        fit_scrypt=True,
+        out=out,
+    )
+    assert code == provision.EXIT_OK, out.getvalue()
+    assert "450 ms at 16384" in out.getvalue() and "8192 keeps it under 300 ms" in out.getvalue()
+    assert load_profile(str(tmp_path / "etc" / "profile.toml")).voicemail.policy.scrypt_n == 8192
