@@ -9,6 +9,7 @@ SIGINT and a fatal error all run :meth:`Daemon.close`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import signal
@@ -143,6 +144,9 @@ class Daemon:
             self.runtime_dir,
         )
         notify(f"READY=1\nSTATUS=serving {profile.name}")
+        # What start-up made lives as long as the daemon: keep it out of every GC pass.
+        gc.collect()
+        gc.freeze()
         interval = watchdog_interval()
         if interval:
             self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
