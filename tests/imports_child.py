@@ -20,7 +20,7 @@ def _notify_and_list(message: str) -> bool:
     if "READY=1" in message.split("\n"):
         out = Path(sys.argv[1])
         part = out.with_suffix(".part")
-        part.write_text("".join(f"{name}\n" for name in sorted(sys.modules)))
+        part.write_text("".join(f"{name}\n" for name, mod in sorted(sys.modules.items()) if mod))
         part.rename(out)
     return _real_notify(message)
 
