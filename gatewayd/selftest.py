@@ -316,7 +316,7 @@ def check_code_cost(policy: Policy, seconds: float | None = None) -> Check:
         return _ok(name, f"{said} (<= {CHECK_BUDGET_S * 1000:.0f} ms; {fit} would still fit)")
     return _fail(
         name,
-        f"{said}, over {CHECK_BUDGET_S * 1000:.0f} ms: keys and the watchdog wait on it",
+        f"{said}, over {CHECK_BUDGET_S * 1000:.0f} ms: the caller waits that long for the verdict",
         f"set scrypt_n = {fit} in [voicemail.policy] (`gatewayd provision --fit-scrypt` "
         "writes it); the stored code is re-hashed at its next right entry",
     )
