@@ -17,11 +17,14 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gatewayd.console import Console, Reply, ServiceView, Stream, format_event
 from gatewayd.errors import GatewaydError
 from gatewayd.eventbus import EventBus
 from gatewayd.unixsock import RepeatedLog, UnixSocketServer, client_limit, refuse_long_line
+
+if TYPE_CHECKING:  # the console module loads when the first client connects
+    from gatewayd.console import ServiceView, Stream
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ class ControlServer:
             await refuse_long_line(reader, writer, MAX_LINE)
             return
         line = raw.decode("utf-8", errors="replace").strip()
+        from gatewayd.console import Console, Reply
+
         try:
             # Trusted: whoever may open the socket (its file mode) may run every command.
             answer = Console(self._service, origin="ctl", trusted=True).run(line)
@@ -108,6 +113,8 @@ class ControlServer:
     async def _stream_events(
         self, stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        from gatewayd.console import format_event
+
         sub = self._bus.subscribe()
         # First line: the stream is live, so a client knows no later event can be missed.
         hello = {"type": "subscribed", "t": round(time.monotonic(), 3)}

@@ -10,6 +10,7 @@ SIGINT and a fatal error all run :meth:`Daemon.close`. SIGHUP reloads nothing
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import signal
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__
 from gatewayd.audio import AlsaPlayer, AudioClip, AudioOutput, Clip, ToneClip
-from gatewayd.console import CommandError, Console, HandsetRinger, TechnicianAuth
 from gatewayd.control import ControlServer
 from gatewayd.errors import GatewaydError, PepperError
 from gatewayd.eventbus import EventBus
@@ -29,6 +29,8 @@ from gatewayd.events import (
     Action,
     Answer,
     CancelTimer,
+    CheckCode,
+    CodeChecked,
     ComposedPrompt,
     Digit,
     Hangup,
@@ -65,8 +67,6 @@ from gatewayd.paths import (
 from gatewayd.profile import Profile, load_profile
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
 from gatewayd.sdnotify import notify, watchdog_interval
-from gatewayd.selftest import Check, live_checks
-from gatewayd.serial_console import SerialConsole
 from gatewayd.statelock import StateLock
 from gatewayd.tones import PERIOD_FRAMES, RATE, TonePlan, tone_periods
 from gatewayd.unixsock import RepeatedLog, set_client_limit
@@ -80,7 +80,9 @@ from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
 
-if TYPE_CHECKING:  # the usp extra is imported only when the profile has [usp]
+if TYPE_CHECKING:  # imported when used: a `run` that never needs them does not load them
+    from gatewayd.selftest import Check
+    from gatewayd.serial_console import SerialConsole
     from gatewayd.usp.agent import UspAgent
 
 LOGGER = logging.getLogger(__name__)
@@ -174,6 +176,9 @@ class Daemon:
             self.runtime_dir,
         )
         notify(f"READY=1\nSTATUS=serving {profile.name}")
+        # What start-up made lives as long as the daemon: keep it out of every GC pass.
+        gc.collect()
+        gc.freeze()
         interval = watchdog_interval()
         if interval:
             self._watchdog = self._loop.call_later(interval, self._ping_watchdog, interval)
@@ -191,6 +196,9 @@ class Daemon:
 
     def _make_serial_console(self, hasher: CodeHasher) -> SerialConsole:
         """The technician's console on ``[console]``; its login checks the technician code."""
+        from gatewayd.console import Console, TechnicianAuth
+        from gatewayd.serial_console import SerialConsole
+
         assert self._store is not None and self.profile.console is not None
         auth = TechnicianAuth(self._store, hasher, self._clock)
         console = Console(self, "console", interactive=True, auth=auth, clock=self._clock)
@@ -394,6 +402,30 @@ class Daemon:
                     handle.cancel()
             case Notify(event=event):
                 self.bus.publish(event)
+            case CheckCode(check_id=check_id, compare=compare):
+                self._compare_off_loop(check_id, compare)
+
+    def _compare_off_loop(self, check_id: int, compare: Callable[[], bool]) -> None:
+        """Run a code comparison (scrypt) in a worker; its verdict comes back as an event.
+
+        The try is already durable (the service counted it on the loop); keys, audio
+        pacing, the sockets and the watchdog go on meanwhile.
+        """
+        assert self._loop is not None
+
+        async def compare_then_feed() -> None:
+            assert self._loop is not None
+            ok: bool | None
+            try:
+                ok = await self._loop.run_in_executor(None, compare)
+            except Exception:  # counted already: the call ends as after any error
+                LOGGER.exception("the code comparison failed; the try stays counted")
+                ok = None
+            self.feed(CodeChecked(check_id, ok))
+
+        task = self._loop.create_task(compare_then_feed())
+        self._console_tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._console_tasks.discard)
 
     def _pcm_of(self, prompt: PromptRef) -> bytes:
         assert self._prompts is not None and self._mailbox is not None
@@ -481,12 +513,16 @@ class Daemon:
         }
 
     def _refuse_during_remote_call(self) -> None:
+        from gatewayd.console import CommandError
+
         assert self._ivr is not None
         if self._ivr.party == "remote":
             raise CommandError("a remote call is in progress; try again when it has ended")
 
     def ring(self, seconds: float) -> None:
         """Ring the handset (a SLIC line); CommandError on lines that cannot."""
+        from gatewayd.console import CommandError, HandsetRinger
+
         assert self._ivr is not None
         line: object = self._line
         if not isinstance(line, HandsetRinger):
@@ -500,6 +536,8 @@ class Daemon:
 
     def play_prompt(self, prompt_id: str) -> None:
         """Play one prompt for the technician (replaces what plays now)."""
+        from gatewayd.console import CommandError
+
         assert self._prompts is not None and self._player is not None
         if not self._prompts.knows(prompt_id):
             known = ", ".join(sorted(self._prompts.ids | self._prompts.composed_ids))
@@ -510,6 +548,8 @@ class Daemon:
 
     def play_tone(self, name: str, seconds: float) -> None:
         """Play a tone of the tone plan for ``seconds`` (built off the loop, then played)."""
+        from gatewayd.console import CommandError
+
         assert self._loop is not None and self._player is not None
         tone = self._tones.get(name)
         if tone is None:
@@ -537,6 +577,8 @@ class Daemon:
 
     def self_check(self) -> list[Check]:
         """The console's ``selftest`` of the running box."""
+        from gatewayd.selftest import live_checks
+
         assert self._store is not None and self._line is not None
         return live_checks(
             self.profile,

@@ -6,6 +6,7 @@ it is fed events and a clock and returns actions, with no I/O of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -110,6 +111,18 @@ class PlaybackDone:
     play_id: int
 
 
+@dataclass(frozen=True)
+class CodeChecked:
+    """The comparison asked for by ``CheckCode(check_id=...)`` is done: right code or not.
+
+    ``ok`` is None when the comparison itself failed (an error): the try is counted
+    already and its cool-down armed, and the call ends as after any error.
+    """
+
+    check_id: int
+    ok: bool | None
+
+
 LineEvent = (
     OffHook
     | OnHook
@@ -122,6 +135,7 @@ LineEvent = (
     | TimerExpired
     | PlaybackDone
     | RecordingEnded
+    | CodeChecked
 )
 
 
@@ -296,6 +310,18 @@ class Notify:
     event: Event
 
 
+@dataclass(frozen=True)
+class CheckCode:
+    """Run ``compare`` (scrypt: slow on purpose) off the event loop, then feed ``CodeChecked``.
+
+    The try is already counted on disk when this is returned (DESIGN §2.3); ``compare``
+    holds the keyed code in its closure, so it never shows in a repr.
+    """
+
+    check_id: int
+    compare: Callable[[], bool] = field(repr=False, compare=False)
+
+
 Action = (
     Play
     | PlayTone
@@ -308,4 +334,5 @@ Action = (
     | StartTimer
     | CancelTimer
     | Notify
+    | CheckCode
 )

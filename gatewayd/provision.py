@@ -50,7 +50,14 @@ from gatewayd.profile import (
 from gatewayd.selftest import daemon_running
 from gatewayd.voicemail.atomicdb import write_atomically
 from gatewayd.voicemail.auditlog import audit_path
-from gatewayd.voicemail.hashing import CodeHasher, create_pepper, load_pepper
+from gatewayd.voicemail.hashing import (
+    CHECK_BUDGET_S,
+    CodeHasher,
+    create_pepper,
+    fitted_n,
+    load_pepper,
+    time_one_check,
+)
 from gatewayd.voicemail.store import Store, fsync_dir
 
 LOGGER = logging.getLogger(__name__)
@@ -94,8 +101,10 @@ def read_technician_code(
     return code
 
 
-def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
+def with_pepper_file(text: str, pepper: Path, source: Path, scrypt_n: int | None = None) -> str:
     """The profile ``text`` with ``storage.pepper_file`` set to ``pepper``, and a header.
+
+    ``scrypt_n`` (``--fit-scrypt``) sets ``voicemail.policy.scrypt_n`` as well.
 
     The TOML is edited, not pattern-matched: comments and layout are kept, and every
     spelling of ``[storage]`` works (a table, a quoted header, dotted keys, an inline
@@ -119,6 +128,12 @@ def with_pepper_file(text: str, pepper: Path, source: Path) -> str:
                 f"{source}: storage: expected a table [storage], got {type(storage).__name__}"
             )
         storage["pepper_file"] = str(pepper)
+        if scrypt_n is not None:
+            voicemail = document.setdefault("voicemail", tomlkit.table())
+            policy = voicemail.setdefault("policy", tomlkit.table())
+            if not isinstance(policy, MutableMapping):
+                raise ProfileError(f"{source}: voicemail.policy: expected a table")
+            policy["scrypt_n"] = scrypt_n
     except TOMLKitError as exc:
         raise ProfileError(f"{source}: TOML syntax error: {exc}") from exc
     header = f"{PROVISIONED_HEADER} from {source}; storage.pepper_file names its pepper.\n"
@@ -139,13 +154,14 @@ def provision_pepper(path: Path, force: bool) -> tuple[bytes, str]:
     return load_pepper(path), "REPLACED (--force)"
 
 
-def write_profile(loaded: Profile, target: Path, pepper: Path) -> str:
+def write_profile(loaded: Profile, target: Path, pepper: Path, scrypt_n: int | None = None) -> str:
     """Write ``loaded``'s file to ``target`` with its pepper path; keep a different old one.
 
     The new text is validated before anything is replaced: a profile the daemon could
     not load never reaches ``target``.
     """
-    text = with_pepper_file(loaded.source.read_text(encoding="utf-8"), pepper, loaded.source)
+    source_text = loaded.source.read_text(encoding="utf-8")
+    text = with_pepper_file(source_text, pepper, loaded.source, scrypt_n)
     try:
         written = profile_from_text(text, target)
     except ProfileError as exc:
@@ -187,6 +203,19 @@ def set_technician_code(loaded: Profile, state_dir: Path, pepper: bytes, code: s
     return path
 
 
+def _fit_scrypt(loaded: Profile, say: Callable[[str], None]) -> int:
+    """Time one code check on this board; the ``scrypt_n`` that keeps it under budget."""
+    policy = loaded.voicemail.policy
+    took = time_one_check(policy.scrypt_n, policy.scrypt_r, policy.scrypt_p)
+    fitted = fitted_n(took, policy.scrypt_n)
+    say(
+        f"scrypt_n: a check takes {took * 1000:.0f} ms at {policy.scrypt_n} here; "
+        f"{fitted} keeps it under {CHECK_BUDGET_S * 1000:.0f} ms (written to the profile; "
+        "the stored code is re-hashed at its next right entry)"
+    )
+    return fitted
+
+
 def main(
     profile: str,
     *,
@@ -195,6 +224,7 @@ def main(
     runtime_dir: str | None = None,
     tech_code: bool = False,
     force: bool = False,
+    fit_scrypt: bool = False,
     stdin: TextIO | None = None,
     out: TextIO | None = None,
 ) -> int:
@@ -225,7 +255,8 @@ def main(
         etc.mkdir(mode=0o755, parents=True, exist_ok=True)
         pepper, pepper_note = provision_pepper(pepper_path, force)
         say(f"pepper {pepper_path}: {pepper_note}")
-        profile_note = write_profile(loaded, target, pepper_path)
+        fitted = _fit_scrypt(loaded, say) if fit_scrypt else None
+        profile_note = write_profile(loaded, target, pepper_path, fitted)
         say(f"profile {target}: {profile_note} (from {loaded.source})")
         written = load_profile(target)
         states = resolve_state_dir(state_dir, written)

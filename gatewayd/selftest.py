@@ -38,7 +38,8 @@ from gatewayd.pcm import CHANNELS, PERIOD_FRAMES
 from gatewayd.pcm import RATE as SAMPLE_RATE
 from gatewayd.profile import MODEM_AUDIO, Profile, load_profile
 from gatewayd.prompts import PromptCatalogue, default_audio_dir
-from gatewayd.voicemail.hashing import load_pepper
+from gatewayd.voicemail.config import Policy
+from gatewayd.voicemail.hashing import CHECK_BUDGET_S, fitted_n, load_pepper, time_one_check
 from gatewayd.voicemail.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -337,6 +338,26 @@ def check_pepper(path: Path) -> Check:
     return _ok(name, f"present, mode {mode:04o}")
 
 
+def check_code_cost(policy: Policy, seconds: float | None = None) -> Check:
+    """Whether the profile's ``scrypt_n`` keeps a code check under budget on this board.
+
+    ``seconds`` is the measured time of one check (measured here when None).
+    """
+    n = policy.scrypt_n
+    took = time_one_check(n, policy.scrypt_r, policy.scrypt_p) if seconds is None else seconds
+    fit = fitted_n(took, n)
+    name = "code check cost"
+    said = f"{took * 1000:.0f} ms per check at scrypt_n = {n} on this board"
+    if took <= CHECK_BUDGET_S:
+        return _ok(name, f"{said} (<= {CHECK_BUDGET_S * 1000:.0f} ms; {fit} would still fit)")
+    return _fail(
+        name,
+        f"{said}, over {CHECK_BUDGET_S * 1000:.0f} ms: the caller waits that long for the verdict",
+        f"set scrypt_n = {fit} in [voicemail.policy] (`gatewayd provision --fit-scrypt` "
+        "writes it); the stored code is re-hashed at its next right entry",
+    )
+
+
 # --- running them -------------------------------------------------------------------------
 
 
@@ -357,6 +378,7 @@ def run_checks(profile: Profile, state_dir: Path, etc_dir: Path | None = None) -
     if audio.capture and audio.capture != MODEM_AUDIO:
         yield check_alsa(audio.capture, capture=True)
     yield check_prompts(profile.voicemail.language)
+    yield check_code_cost(profile.voicemail.policy)
     yield from check_state(state_dir, console=profile.console is not None)
     pepper = resolve_pepper_path(profile, state_dir, etc_dir)
     if profile.storage.create_pepper and not pepper.exists():

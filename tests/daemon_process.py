@@ -113,7 +113,11 @@ class DaemonProcess:
     def state_file(self) -> Path:
         return self.state_dir / "gatewayd.json"
 
-    def start(self, extra_env: dict[str, str] | None = None) -> DaemonProcess:
+    def start(
+        self,
+        extra_env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> DaemonProcess:
         notify_path = self.tmp / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -138,6 +142,7 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=REPO,
+            preexec_fn=preexec_fn,  # e.g. bench/slow_board.py: join a CPU cgroup
         )
         # Wait for READY=1, or for the daemon to exit (then say why, from its log).
         notify.settimeout(0.2)

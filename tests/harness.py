@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from gatewayd.events import (
     Action,
     CancelTimer,
+    CheckCode,
+    CodeChecked,
     ComposedPrompt,
     Digit,
     Hangup,
@@ -34,6 +36,27 @@ from gatewayd.eventtypes import problems
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
+
+
+def run_checks(ivr: Ivr, out: list[Action]) -> list[Action]:
+    """``out`` with every ``CheckCode`` carried out inline, its ``CodeChecked`` fed back at once.
+
+    The daemon compares in a worker thread; here the comparison runs at once, so a
+    batch reads as before the split: the keys, the check, the verdict's actions.
+    """
+    done: list[Action] = []
+    todo = list(out)
+    while todo:
+        action = todo.pop(0)
+        done.append(action)
+        if isinstance(action, CheckCode):
+            ok: bool | None
+            try:
+                ok = action.compare()
+            except Exception:  # as the daemon does: the verdict of a failed comparison is None
+                ok = None
+            todo[:0] = ivr.handle(CodeChecked(action.check_id, ok))
+    return done
 
 
 class FakeClock:
@@ -71,7 +94,7 @@ class Phone:
 
     # --- what the subscriber does -----------------------------------------------
     def send(self, event: LineEvent) -> list[Action]:
-        out = self.ivr.handle(event)
+        out = run_checks(self.ivr, self.ivr.handle(event))
         self.actions.extend(out)
         for action in out:
             self._carry_out(action)

@@ -84,7 +84,7 @@ from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import Access, SecretCodeService
 from gatewayd.voicemail.store import Store
 from tests.conftest import FAST_POLICY, TEST_PEPPER
-from tests.harness import FakeClock
+from tests.harness import FakeClock, run_checks
 
 #: Codes a subscriber may choose (see the module docstring for why all are > 3600).
 GOOD_CODES = ("4739", "5827", "6193", "7391", "8462", "9157")
@@ -290,7 +290,7 @@ class VoicemailMachine(RuleBasedStateMachine):
         state, party = self.ivr.state, self.ivr.party
         before = Disk.read(self.path)
         self.hasher.compares.clear()
-        out = self.ivr.handle(line_event)
+        out = run_checks(self.ivr, self.ivr.handle(line_event))
         after = Disk.read(self.path)
         self._check_batch(line_event, state, party, before, out, after)
         for action in out:

@@ -13,6 +13,8 @@ import logging
 import os
 import secrets
 import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gatewayd.errors import PepperError
@@ -31,6 +33,10 @@ PEPPER_MAX_BYTES = 4096
 PEPPER_CREDENTIAL = "gatewayd-pepper"
 #: The label whose HMAC under the pepper is its fingerprint in the state (issue 15.6).
 FINGERPRINT_LABEL = b"gatewayd pepper fingerprint v1"
+#: A code check (one scrypt) should take no longer than this on the box (issue 13).
+CHECK_BUDGET_S = 0.3
+#: The lowest scrypt cost the profile schema accepts.
+SCRYPT_N_FLOOR = 2**10
 
 
 class CodeHasher:
@@ -49,6 +55,21 @@ class CodeHasher:
     def __repr__(self) -> str:
         return f"CodeHasher(n={self._n}, r={self._r}, p={self._p})"
 
+    @property
+    def kdf(self) -> str:
+        """The cost as stored beside a hash (``n:r:p``), so a new cost never voids old hashes."""
+        return f"{self._n}:{self._r}:{self._p}"
+
+    def for_kdf(self, kdf: str | None) -> CodeHasher:
+        """This hasher at the cost a stored hash was made with (None: this one's)."""
+        if kdf is None or kdf == self.kdf:
+            return self
+        try:
+            n, r, p = (int(part) for part in kdf.split(":"))
+        except ValueError:
+            raise ValueError(f"stored scrypt cost {kdf[:40]!r} is not n:r:p") from None
+        return type(self)(self._pepper, n=n, r=r, p=p)
+
     @staticmethod
     def new_salt() -> bytes:
         """A fresh random salt for a new code."""
@@ -64,6 +85,30 @@ class CodeHasher:
     def verify(self, code: str, salt: bytes, expected: bytes) -> bool:
         """True if ``code`` hashes to ``expected`` (constant-time comparison)."""
         return hmac.compare_digest(self.hash(code, salt), expected)
+
+
+def time_one_check(
+    n: int, r: int, p: int, *, runs: int = 3, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Seconds one code check takes here at cost ``n, r, p`` (the median of ``runs``)."""
+    hasher = CodeHasher(secrets.token_bytes(PEPPER_BYTES), n=n, r=r, p=p)
+    salt, times = hasher.new_salt(), []
+    for _ in range(runs):
+        start = clock()
+        hasher.hash("0000", salt)
+        times.append(clock() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def fitted_n(seconds: float, n: int, budget_s: float = CHECK_BUDGET_S) -> int:
+    """The largest power-of-two cost whose check fits ``budget_s``, given ``seconds`` at ``n``.
+
+    scrypt's time grows linearly with ``n``; never below :data:`SCRYPT_N_FLOOR`.
+    """
+    fitted = SCRYPT_N_FLOOR
+    while fitted * 2 * seconds / n <= budget_s and fitted < 2**24:
+        fitted *= 2
+    return fitted
 
 
 def pepper_path(configured: Path) -> Path:

@@ -36,6 +36,8 @@ from gatewayd.events import (
     Action,
     Answer,
     CancelTimer,
+    CheckCode,
+    CodeChecked,
     ComposedPrompt,
     Digit,
     Flash,
@@ -88,7 +90,13 @@ from gatewayd.voicemail.flow import (
     menu_prompt,
     variant,
 )
-from gatewayd.voicemail.policy import Access, SecretCodeService, ServiceUnavailable
+from gatewayd.voicemail.policy import (
+    Access,
+    CheckResult,
+    PendingCheck,
+    SecretCodeService,
+    ServiceUnavailable,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -137,6 +145,8 @@ class CodeCheck:
 
     keys: str = field(default="", repr=False)
     bad_entries: int = 0
+    #: The ``CheckCode`` whose verdict is awaited (keys are ignored meanwhile), if any.
+    checking: int | None = None
 
 
 @dataclass
@@ -318,6 +328,9 @@ class Ivr:
         self._call: _Call | None = None
         self._handset_off = False
         self._next_play_id = 0
+        self._next_check_id = 0
+        #: Counted tries whose comparison runs off the loop, settled when ``CodeChecked`` comes.
+        self._checks: dict[int, PendingCheck] = {}
         self._deadlines: dict[str, float] = {}
         self._out: list[Action] = []
         self._actions: dict[Do, Callable[[_Call], None]] = {
@@ -441,6 +454,8 @@ class Ivr:
                 self._on_timer(name)
             case PlaybackDone(play_id=play_id):
                 self._on_playback_done(play_id)
+            case CodeChecked(check_id=check_id, ok=ok):
+                self._on_code_checked(check_id, ok)
 
     # --- hook and calls ---------------------------------------------------------------
 
@@ -547,6 +562,8 @@ class Ivr:
         self._notify({"type": "key", "party": party, "key": "masked" if self.masking else key})
         if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
+        if isinstance(call.flow, CodeCheck) and call.flow.checking is not None:
+            return  # the code is being compared: keys wait for the verdict (they are ignored)
         menu = MENUS.get(call.state)
         if (
             menu is not None
@@ -666,11 +683,49 @@ class Ivr:
         if self._service.access() is not Access.OPEN:
             return self._enter_code_check()  # a reset or another call changed things meanwhile
         try:
-            result = self._service.check(code, call.party)
+            pending = self._service.begin_check(code, call.party)  # counted on disk now
         except ServiceUnavailable:
             return self._finish(("service_unavailable",))  # nothing counted, nothing compared
         except PolicyError:
             return self._enter_code_check()
+        flow = call.flow
+        assert isinstance(flow, CodeCheck)
+        self._next_check_id += 1
+        check_id = flow.checking = self._next_check_id
+        self._checks[check_id] = pending
+        service = self._service
+        self._out.append(CheckCode(check_id, lambda: service.verify(pending)))
+
+    def _on_code_checked(self, check_id: int, ok: bool | None) -> None:
+        pending = self._checks.pop(check_id, None)
+        if pending is None:
+            return  # not ours (or already settled)
+        if ok is None:
+            # Counted on disk, cool-down armed: the error ends the call, nothing is cleared.
+            raise RuntimeError("the code comparison failed")
+        call = self._call
+        ours = (
+            call is not None and isinstance(call.flow, CodeCheck) and call.flow.checking == check_id
+        )
+        if ours:
+            assert call is not None and isinstance(call.flow, CodeCheck)
+            call.flow.checking = None
+        try:
+            # Settled even after a hang-up: the failure is audited and its cool-down starts.
+            result = self._service.settle(pending, ok)
+        except ServiceUnavailable:
+            if ours:
+                self._finish(("service_unavailable",))  # the try stays counted
+            return
+        except PolicyError:
+            if ours:
+                self._enter_code_check()
+            return
+        if ours:
+            assert call is not None
+            self._checked(call, result)
+
+    def _checked(self, call: _Call, result: CheckResult) -> None:
         call.checks += 1
         if result.ok:
             self._cancel_timer(CODE_TIMER)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gatewayd.errors import PolicyError, StateFileError
@@ -58,6 +58,26 @@ class CheckResult:
     cooldown_s: float = 0.0
     #: This failure locked access until a reset.
     locked: bool = False
+
+
+@dataclass
+class PendingCheck:
+    """A try counted on disk whose comparison has not been made yet (never shows the code)."""
+
+    origin: str
+    #: Consecutive failures on disk, this try included.
+    failures: int
+    salt: bytes = field(repr=False)
+    code_hash: bytes = field(repr=False)
+    code: str = field(repr=False)
+    #: The cost the stored hash was made with.
+    kdf: str | None = None
+    #: The cool-down this try starts if the code is wrong (armed already, from the count).
+    cooldown_s: float = 0.0
+    #: This try reaches the lock threshold if the code is wrong.
+    locks: bool = False
+    #: A right code under an old cost: the new (hash, salt) at the profile's cost.
+    rehash: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -183,14 +203,21 @@ class SecretCodeService:
         return Access.OPEN
 
     def check(self, code: str, origin: str) -> CheckResult:
-        """Check a 4-digit code: count the try durably, then compare.
+        """Check a 4-digit code: count the try durably, then compare (all on the caller's thread).
 
         Raises :class:`PolicyError` if access is not open (no code, cool-down, lock):
         the caller must ask :meth:`access` first; nothing is counted then.
         :class:`ServiceUnavailable` if the count cannot be written (nothing is compared).
         Once the count is durable, the cool-down or lock it implies holds even if
-        something after it raises.
+        something after it raises. The daemon uses the three steps apart
+        (:meth:`begin_check`, :meth:`verify` in a worker, :meth:`settle`) so the event
+        loop never waits for scrypt.
         """
+        pending = self.begin_check(code, origin)
+        return self.settle(pending, self.verify(pending))
+
+    def begin_check(self, code: str, origin: str) -> PendingCheck:
+        """Step 1 (event loop): refuse when access is not open, else count the try durably."""
         if len(code) != CODE_LENGTH or not code.isdigit():
             raise ValueError("a code check needs exactly 4 digits")
         state = self.access()
@@ -204,10 +231,55 @@ class SecretCodeService:
         cooldown = 0.0 if locked else self._policy.cooldown_seconds(failures)
         if cooldown:
             # Armed from the durable count, before anything else can fail: a right code
-            # clears it below, an exception anywhere after this line leaves it in force.
+            # clears it in settle(), an exception anywhere after this line leaves it in force.
             self._cooldown_until = self._clock() + cooldown
-        if self._hasher.verify(code, mailbox.salt, mailbox.code_hash):
-            self._write(failures=0, locked=False)
+        return PendingCheck(
+            origin,
+            failures,
+            mailbox.salt,
+            mailbox.code_hash,
+            code,
+            mailbox.kdf,
+            cooldown_s=cooldown,
+            locks=locked,
+        )
+
+    def verify(self, pending: PendingCheck) -> bool:
+        """Step 2 (any thread): the comparison itself; no storage, no shared state.
+
+        A right code whose hash was made at another cost (``scrypt_n`` changed) is
+        hashed again at the profile's cost here; :meth:`settle` stores it.
+        """
+        hasher = self._hasher.for_kdf(pending.kdf)
+        ok = hasher.verify(pending.code, pending.salt, pending.code_hash)
+        if ok and hasher is not self._hasher:
+            salt = self._hasher.new_salt()
+            pending.rehash = (self._hasher.hash(pending.code, salt), salt)
+        return ok
+
+    def settle(self, pending: PendingCheck, ok: bool) -> CheckResult:
+        """Step 3 (event loop): clear the counter, or audit the failure and lock if due.
+
+        Raises :class:`PolicyError` when the code was reset or changed while the
+        comparison ran (the verdict is about a code that is gone); the try stays counted.
+        :class:`ServiceUnavailable` when a right code's clearing cannot be written (the
+        try stays counted, its cool-down in force).
+        """
+        if self._secrets.mailbox().code_hash != pending.code_hash:
+            raise PolicyError("code check overtaken: the code changed during the comparison")
+        origin, failures = pending.origin, pending.failures
+        locked, cooldown = pending.locks, pending.cooldown_s
+        if ok:
+            if pending.rehash is not None:
+                code_hash, salt = pending.rehash
+                self._write(
+                    code_hash=code_hash, salt=salt, kdf=self._hasher.kdf, failures=0, locked=False
+                )
+                LOGGER.info(
+                    "stored code re-hashed at the profile's scrypt cost %s", self._hasher.kdf
+                )
+            else:
+                self._write(failures=0, locked=False)
             self._cooldown_until = 0.0
             LOGGER.info("right code from %s; failure counter cleared", origin)
             return CheckResult(ok=True, failures=0)
@@ -247,7 +319,7 @@ class SecretCodeService:
         if (
             mailbox.code_hash is not None
             and mailbox.salt is not None
-            and self._hasher.verify(code, mailbox.salt, mailbox.code_hash)
+            and self._hasher.for_kdf(mailbox.kdf).verify(code, mailbox.salt, mailbox.code_hash)
         ):
             return Refusal.PREVIOUS
         return None
@@ -268,7 +340,9 @@ class SecretCodeService:
         salt = self._hasher.new_salt()
         code_hash = self._hasher.hash(code, salt)
         with self._secrets.transaction():
-            self._secrets.update_mailbox(code_hash=code_hash, salt=salt, failures=0, locked=False)
+            self._secrets.update_mailbox(
+                code_hash=code_hash, salt=salt, kdf=self._hasher.kdf, failures=0, locked=False
+            )
             self._secrets.audit(action, origin)
         self._cooldown_until = 0.0
         LOGGER.info("secret code %s from %s", action, origin)
@@ -289,7 +363,7 @@ class SecretCodeService:
         """Advisor or technician reset: clears code, counter, lock and protection; audited."""
         with self._secrets.transaction():
             self._secrets.update_mailbox(
-                code_hash=None, salt=None, failures=0, locked=False, protection=False
+                code_hash=None, salt=None, kdf=None, failures=0, locked=False, protection=False
             )
             self._secrets.audit("reset", origin)
         self._cooldown_until = 0.0

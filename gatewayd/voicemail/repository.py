@@ -45,10 +45,10 @@ AUDIT_EVENTS = frozenset(
     }
 )
 #: Fields of the mailbox secrets document that :meth:`SecretsRepository.update_mailbox` takes.
-MAILBOX_FIELDS = frozenset({"code_hash", "salt", "failures", "locked", "protection"})
+MAILBOX_FIELDS = frozenset({"code_hash", "salt", "kdf", "failures", "locked", "protection"})
 
 #: A value of a mailbox field: hash/salt bytes (or None), the counter, a flag.
-FieldValue = bytes | int | bool | None
+FieldValue = bytes | str | int | bool | None
 #: Extra fields an audit record may carry (``failures``, ``seconds``, a message id or a
 #: reason); never digits of a code, never a caller's number.
 AuditDetail = int | float | bool | str
@@ -63,6 +63,8 @@ class Mailbox:
     failures: int
     locked: bool
     protection: bool
+    #: The scrypt cost the hash was made with (``CodeHasher.kdf``); None: the profile's.
+    kdf: str | None = None
 
     @property
     def code_set(self) -> bool:

@@ -241,7 +241,10 @@ class Store:
             locked, protection = doc["locked"], doc["protection"]
             if not (isinstance(locked, bool) and isinstance(protection, bool)):
                 raise ValueError("locked/protection must be booleans")
-            return Mailbox(code_hash, salt, failures, locked, protection)
+            kdf = doc.get("kdf")  # absent in files written before issue 13
+            if not (kdf is None or isinstance(kdf, str)):
+                raise ValueError(f"kdf={kdf!r}")
+            return Mailbox(code_hash, salt, failures, locked, protection, kdf)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(
                 f"{self.path}: malformed mailbox document ({exc}). {_FIX_HINT}"
