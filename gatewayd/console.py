@@ -24,7 +24,7 @@ import math
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gatewayd import __version__
@@ -252,6 +252,33 @@ class LoginResult:
     delay_s: float = 0.0
 
 
+@dataclass
+class PendingLogin:
+    """A technician try counted on disk whose comparison is not made yet (never shows the code)."""
+
+    origin: str
+    #: Consecutive failures on disk, this try included.
+    failures: int
+    #: The login delay this try starts if the code is wrong (armed already).
+    delay_s: float
+    salt: bytes = field(repr=False)
+    code_hash: bytes = field(repr=False)
+    #: The code typed, or "" when its shape cannot be a technician code.
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An answer that needs a code comparison first (scrypt, too slow for the event loop).
+
+    The session runs ``compare`` in a worker, then ``finish`` on its own thread with
+    the verdict (None when the comparison raised) and sends the :class:`Reply`.
+    """
+
+    compare: Callable[[], bool]
+    finish: Callable[[bool | None], Reply]
+
+
 class TechnicianAuth:
     """The technician code of the box: ``scrypt(HMAC(pepper, code), salt)`` in the state file.
 
@@ -292,7 +319,18 @@ class TechnicianAuth:
         return max(0.0, self._delay_until - self._clock())
 
     def login(self, code: str, origin: str) -> LoginResult:
-        """Check a technician code: count the try on disk first, then compare."""
+        """Check a technician code: count the try on disk first, then compare (one thread)."""
+        pending = self.begin_login(code, origin)
+        if isinstance(pending, LoginResult):
+            return pending
+        return self.settle(pending, self.verify(pending))
+
+    def begin_login(self, code: str, origin: str) -> LoginResult | PendingLogin:
+        """Step 1 (event loop): refuse (not set, delay running), else count the try durably.
+
+        The delay this try would start is armed from the durable count at once: a
+        right code clears it in :meth:`settle`, anything failing after leaves it.
+        """
         technician = self._store.technician()
         if technician.code_hash is None or technician.salt is None:
             return LoginResult(LoginOutcome.NOT_SET)
@@ -301,22 +339,37 @@ class TechnicianAuth:
             return LoginResult(LoginOutcome.DELAYED, technician.failures, remaining)
         failures = technician.failures + 1
         self._store.update_technician(failures=failures)  # durable before the comparison
+        delay = self.delay_for(failures)
+        if delay:
+            self._delay_until = self._clock() + delay
         # A code of the wrong shape cannot be right; it still counts (it was a guess).
         shaped = code.isascii() and code.isdigit() and len(code) in TECH_CODE_LENGTHS
-        if shaped and self._hasher.verify(code, technician.salt, technician.code_hash):
+        return PendingLogin(
+            origin, failures, delay, technician.salt, technician.code_hash, code if shaped else ""
+        )
+
+    def verify(self, pending: PendingLogin) -> bool:
+        """Step 2 (any thread): the comparison (scrypt); no storage, no shared state."""
+        if not pending.code:
+            return False
+        return self._hasher.verify(pending.code, pending.salt, pending.code_hash)
+
+    def settle(self, pending: PendingLogin, ok: bool) -> LoginResult:
+        """Step 3 (event loop): clear the counter and log in, or audit the failure."""
+        origin, failures, delay = pending.origin, pending.failures, pending.delay_s
+        if ok and self._store.technician().code_hash != pending.code_hash:
+            ok = False  # the code was provisioned again during the comparison: not this one
+        if ok:
             with self._store.transaction():
                 self._store.update_technician(failures=0)
                 self._store.audit("tech_login", origin)
             self._delay_until = 0.0
             LOGGER.info("technician logged in on the %s", origin)
             return LoginResult(LoginOutcome.OK)
-        delay = self.delay_for(failures)
         with self._store.transaction():
             self._store.audit("tech_login_failure", origin, failures=failures)
             if delay:
                 self._store.audit("tech_lockout", origin, seconds=delay)
-        if delay:
-            self._delay_until = self._clock() + delay
         LOGGER.warning(
             "wrong technician code on the %s (%d consecutive)%s",
             origin,
@@ -351,6 +404,8 @@ class _Pending(enum.Enum):
 
 
 Command = Callable[[list[str]], Reply | Stream]
+#: What a line comes to: lines to send, an events stream, or a reply after a comparison.
+Answer = Reply | Stream | Deferred
 
 
 class Console:
@@ -360,7 +415,9 @@ class Console:
     login. Other sessions log in with the technician code through ``auth``.
     ``interactive`` sessions (the serial console) ask questions (the code, a
     confirmation) on the next line; others must say ``reset --yes``.
-    ``clock`` (monotonic seconds) times the idle logout.
+    ``clock`` (monotonic seconds) times the idle logout. With ``defer_checks`` a
+    login code comes back as a :class:`Deferred` (the serial console compares it in
+    a worker, so the event loop never waits for scrypt); without, it is checked inline.
     """
 
     def __init__(
@@ -373,12 +430,14 @@ class Console:
         auth: TechnicianAuth | None = None,
         clock: Callable[[], float] = time.monotonic,
         idle_logout_s: float = IDLE_LOGOUT_S,
+        defer_checks: bool = False,
     ) -> None:
         self._service = service
         self._origin = origin
         self._trusted = trusted
         self._interactive = interactive
         self._auth = auth
+        self._defer_checks = defer_checks
         self._clock = clock
         self._idle_logout_s = idle_logout_s
         self._logged_in = False
@@ -458,7 +517,7 @@ class Console:
 
     # --- running a line ---------------------------------------------------------------
 
-    def run(self, line: str) -> Reply | Stream:
+    def run(self, line: str) -> Answer:
         """Run one input line: a command, or the answer to the pending question."""
         notice = self.expire_idle()
         if self._clock() - self._last_input >= self._idle_logout_s:
@@ -471,7 +530,7 @@ class Console:
             return Reply((notice, *answer.lines), ok=answer.ok)
         return answer
 
-    def _answer_or_command(self, line: str) -> Reply | Stream:
+    def _answer_or_command(self, line: str) -> Answer:
         pending, self._pending = self._pending, _Pending.NONE
         if pending is _Pending.LOGIN_CODE:
             return self._check_code(line)
@@ -599,13 +658,28 @@ class Console:
         self._pending = _Pending.LOGIN_CODE
         return Reply(())
 
-    def _check_code(self, code: str) -> Reply:
+    def _check_code(self, code: str) -> Reply | Deferred:
         if not code:
             return Reply(("login cancelled",))
-        assert self._auth is not None
-        result = self._auth.login(code, self._origin)
+        auth = self._auth
+        assert auth is not None
+        if not self._defer_checks:
+            return self._login_reply(auth.login(code, self._origin))
+        pending = auth.begin_login(code, self._origin)  # counted on disk now
+        if isinstance(pending, LoginResult):
+            return self._login_reply(pending)
+
+        def finish(ok: bool | None) -> Reply:
+            if ok is None:  # the comparison raised: the try stays counted, no login
+                return _error("the code could not be checked; see the log")
+            return self._login_reply(auth.settle(pending, ok))
+
+        return Deferred(lambda: auth.verify(pending), finish)
+
+    def _login_reply(self, result: LoginResult) -> Reply:
         if result.outcome is LoginOutcome.OK:
             self._logged_in = True
+            self._last_input = self._clock()
             minutes = self._idle_logout_s / 60
             return Reply((f"ok: logged in as technician (logged out after {minutes:g} min idle)",))
         if result.outcome is LoginOutcome.DELAYED:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from gatewayd.errors import GatewaydError
 from gatewayd.eventbus import EventBus
 from gatewayd.unixsock import RepeatedLog, UnixSocketServer, client_limit, refuse_long_line
+from gatewayd.worker import compare_off_loop
 
 if TYPE_CHECKING:  # the console module loads when the first client connects
     from gatewayd.console import ServiceView, Stream
@@ -67,7 +68,7 @@ class ControlServer:
             await refuse_long_line(reader, writer, MAX_LINE)
             return
         line = raw.decode("utf-8", errors="replace").strip()
-        from gatewayd.console import Console, Reply
+        from gatewayd.console import Console, Deferred, Reply
 
         try:
             # Trusted: whoever may open the socket (its file mode) may run every command.
@@ -83,6 +84,8 @@ class ControlServer:
                 ),
                 ok=False,
             )
+        if isinstance(answer, Deferred):  # a comparison first, in a worker (never on the loop)
+            answer = answer.finish(await compare_off_loop(answer.compare))
         if isinstance(answer, Reply):
             writer.write("".join(f"{text}\n" for text in answer.lines).encode())
             await writer.drain()

@@ -79,6 +79,7 @@ from gatewayd.voicemail.hashing import (
 from gatewayd.voicemail.ivr import Ivr
 from gatewayd.voicemail.policy import SecretCodeService
 from gatewayd.voicemail.store import Store
+from gatewayd.worker import compare_off_loop
 
 if TYPE_CHECKING:  # imported when used: a `run` that never needs them does not load them
     from gatewayd.selftest import Check
@@ -201,7 +202,9 @@ class Daemon:
 
         assert self._store is not None and self.profile.console is not None
         auth = TechnicianAuth(self._store, hasher, self._clock)
-        console = Console(self, "console", interactive=True, auth=auth, clock=self._clock)
+        console = Console(
+            self, "console", interactive=True, auth=auth, clock=self._clock, defer_checks=True
+        )
         return SerialConsole(
             self.profile.console.port,
             self.profile.console.baudrate,
@@ -414,14 +417,7 @@ class Daemon:
         assert self._loop is not None
 
         async def compare_then_feed() -> None:
-            assert self._loop is not None
-            ok: bool | None
-            try:
-                ok = await self._loop.run_in_executor(None, compare)
-            except Exception:  # counted already: the call ends as after any error
-                LOGGER.exception("the code comparison failed; the try stays counted")
-                ok = None
-            self.feed(CodeChecked(check_id, ok))
+            self.feed(CodeChecked(check_id, await compare_off_loop(compare)))
 
         task = self._loop.create_task(compare_then_feed())
         self._console_tasks.add(task)  # a reference, so the task is not collected mid-way

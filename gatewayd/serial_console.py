@@ -17,6 +17,7 @@ reopened with back-off; a port missing at start is waited for the same way.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -24,10 +25,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gatewayd.console import Console, Reply, Stream, format_event
+from gatewayd.console import Console, Deferred, Reply, Stream, format_event
 from gatewayd.errors import DeviceError, GatewaydError
 from gatewayd.eventbus import EventBus, Subscription
 from gatewayd.seriallink import Backoff, SerialLink
+from gatewayd.worker import compare_off_loop
 
 LOGGER = logging.getLogger(__name__)
 
@@ -198,6 +200,12 @@ class SerialConsole:
         self._subscription: Subscription | None = None
         self._outage_logged = False
         self._closed = False
+        #: A login code being compared in a worker; input meanwhile is held here.
+        self._checking: asyncio.Task[None] | None = None
+        self._held = bytearray()
+        self._queued: collections.deque[Entry] = collections.deque()
+        #: Counts the sessions the port ended (a fault): a verdict is for its own session.
+        self._session = 0
 
     @property
     def connected(self) -> bool:
@@ -219,6 +227,10 @@ class SerialConsole:
         for handle in (self._reopen, self._idle_timer):
             if handle is not None:
                 handle.cancel()
+        if self._checking is not None:
+            # A login code being compared: let it settle (audit) before the state closes.
+            with contextlib.suppress(Exception):
+                await self._checking
         self._stop_stream(announce=False)
         if self._link.is_open:
             with contextlib.suppress(OSError):
@@ -258,6 +270,9 @@ class SerialConsole:
             self._reopen_first_s,
         )
         self._outage_logged = True
+        self._session += 1
+        self._queued.clear()
+        self._held.clear()
         self._stop_stream(announce=False)
         self._console.end_session()
         self._link.close()
@@ -271,23 +286,38 @@ class SerialConsole:
         if self._stream_task is not None:
             self._stop_stream(announce=True)  # any key ends an events stream
             return
+        if self._checking is not None:
+            # A code is being compared: typed-ahead input waits (bounded) for the answer.
+            self._held += data[: max(0, self._editor.max_line * 2 - len(self._held))]
+            return
         self._editor.feed(data)
 
     def _on_entry(self, entry: Entry) -> None:
+        if self._checking is not None:
+            self._queued.append(entry)  # typed ahead of a verdict: run after it, in order
+            return
+        self._take(entry)
+
+    def _take(self, entry: Entry) -> None:
         if isinstance(entry, Interrupt):
             self._console.cancel()
         elif entry.too_long:
             self._send_text(
                 f"error line too long (max {self._editor.max_line} characters); ignored\n"
             )
-        else:
-            self._run(entry.text)
+        elif not self._run(entry.text):
+            self._editor.secret = self._console.secret_input  # what is typed ahead is no code
+            return  # the prompt comes with the verdict
+        self._ready_for_input()
+
+    def _ready_for_input(self) -> None:
         if self._stream_task is None and self._link.is_open:
             self._editor.secret = self._console.secret_input
             self._send_text(self._console.prompt)
         self._arm_idle_timer()
 
-    def _run(self, line: str) -> None:
+    def _run(self, line: str) -> bool:
+        """Run one line; False when its answer waits for a code comparison."""
         try:
             answer = self._console.run(line)
         except GatewaydError as exc:  # e.g. the state file became unreadable: say so
@@ -297,9 +327,39 @@ class SerialConsole:
             answer = Reply(("error the command failed; see the log",), ok=False)
         if isinstance(answer, Stream):
             self._start_stream(answer)
-            return
+            return True
+        if isinstance(answer, Deferred):
+            assert self._loop is not None
+            self._checking = self._loop.create_task(self._finish_check(answer))
+            return False
+        self._send_reply(answer)
+        return True
+
+    def _send_reply(self, answer: Reply) -> None:
         if answer.lines:
             self._send_text("\n".join(answer.lines) + "\n")
+
+    async def _finish_check(self, deferred: Deferred) -> None:
+        """The comparison runs in a worker; its reply, the prompt, then the held input."""
+        session = self._session
+        ok = await compare_off_loop(deferred.compare)
+        try:
+            answer = deferred.finish(ok)  # settled (counted, audited) whatever happened since
+        except GatewaydError as exc:
+            answer = Reply((f"error {exc}",), ok=False)
+        self._checking = None
+        if session != self._session or self._closed:
+            self._console.end_session()  # the port was lost meanwhile: nobody stays logged in
+            self._queued.clear()
+            self._held.clear()
+            return
+        self._send_reply(answer)
+        self._ready_for_input()
+        while self._queued and self._checking is None:
+            self._take(self._queued.popleft())
+        if self._checking is None and self._held:
+            held, self._held = bytes(self._held), bytearray()
+            self._on_data(held)
 
     # --- events stream ---------------------------------------------------------------------
 

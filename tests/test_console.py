@@ -21,7 +21,9 @@ from gatewayd.console import (
     PROMPT_LOGGED_IN,
     CommandError,
     Console,
+    Deferred,
     LoginOutcome,
+    PendingLogin,
     Reply,
     Stream,
     TechnicianAuth,
@@ -469,3 +471,42 @@ def test_audit_columns_line_up_whatever_the_names() -> None:
 def test_events_show_the_wall_clock_time_of_day() -> None:
     event = {"type": "ring", "t": 812.5, "time": "2026-12-01T09:30:05.250+01:00"}
     assert format_event(event) == "09:30:05.250 ring"
+
+
+def test_a_failing_comparison_leaves_the_try_counted_and_its_delay_armed(
+    auth: TechnicianAuth, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for wrong in ("000000", "111111"):
+        assert auth.login(wrong, "console").outcome is LoginOutcome.WRONG
+
+    def broken(*args: object) -> bool:
+        raise RuntimeError("bug in the comparison")
+
+    monkeypatch.setattr(auth._hasher, "verify", broken)
+    pending = auth.begin_login(TECH_CODE, "console")
+    assert isinstance(pending, PendingLogin) and TECH_CODE not in repr(pending)
+    with pytest.raises(RuntimeError):
+        auth.verify(pending)  # in the worker: never settled
+    # The 3rd try is on disk and its 60 s delay runs, although no verdict came.
+    assert store.technician().failures == 3
+    assert auth.login(TECH_CODE, "console").outcome is LoginOutcome.DELAYED
+    clock.advance(60)
+    monkeypatch.undo()
+    assert auth.login(TECH_CODE, "console").outcome is LoginOutcome.OK
+
+
+def test_a_deferred_login_settles_like_an_inline_one(
+    box: FakeBox, auth: TechnicianAuth, clock: FakeClock
+) -> None:
+    console = Console(box, "console", interactive=True, auth=auth, clock=clock, defer_checks=True)
+    say(console, "login")
+    answer = console.run(TECH_CODE)
+    assert isinstance(answer, Deferred) and console.prompt == PROMPT  # no login before it
+    assert text(answer.finish(answer.compare())).startswith("ok: logged in")
+    assert console.prompt == PROMPT_LOGGED_IN
+    say(console, "logout")
+    say(console, "login")
+    answer = console.run(TECH_CODE)
+    assert isinstance(answer, Deferred)
+    assert text(answer.finish(None)) == "error the code could not be checked; see the log"
+    assert console.prompt == PROMPT

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.console import IDLE_LOGOUT_S, LOGIN_PROMPT, Console, TechnicianAuth
+from gatewayd.console import (
+    IDLE_LOGOUT_S,
+    LOGIN_PROMPT,
+    Console,
+    PendingLogin,
+    TechnicianAuth,
+)
 from gatewayd.eventbus import EventBus
 from gatewayd.provision import main as provision
 from gatewayd.serial_console import MAX_LINE, LineEditor, SerialConsole
@@ -120,12 +126,13 @@ class Bench:
         *,
         console_clock: Callable[[], float] | None = None,
         idle_logout_s: float = IDLE_LOGOUT_S,
+        auth: type[TechnicianAuth] = TechnicianAuth,
     ) -> None:
         self.clock = clock
         self.store = Store(tmp / "state" / "gatewayd.json")
         hasher = CodeHasher(TEST_PEPPER, n=FAST_POLICY.scrypt_n)
         self.box = FakeBox(SecretCodeService(self.store, hasher, FAST_POLICY, clock))
-        self.auth = TechnicianAuth(self.store, hasher, clock)
+        self.auth = auth(self.store, hasher, clock)
         self.auth.set_code(TECH_CODE, "test")
         self.port = tmp / "ttyConsole"
         self.master, self.slave = open_pty(self.port)
@@ -139,8 +146,11 @@ class Bench:
             auth=self.auth,
             clock=console_clock or clock,
             idle_logout_s=idle_logout_s,
+            defer_checks=True,  # as the daemon runs it: the code is compared in a worker
         )
-        self.serial = SerialConsole(str(self.port), 115200, self.console, self.bus)
+        self.serial = SerialConsole(
+            str(self.port), 115200, self.console, self.bus, reopen_first_s=0.05
+        )
         self.loop.run(self.serial.start())
 
     def close(self) -> None:
@@ -260,6 +270,62 @@ def test_the_idle_logout_is_announced_without_input(tmp_path: Path) -> None:
         )
     finally:
         bench.close()
+
+
+class GatedAuth(TechnicianAuth):
+    """The real technician check, whose comparison waits in its worker for the test."""
+
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def verify(self, pending: PendingLogin) -> bool:
+        GatedAuth.entered.set()
+        if not GatedAuth.gate.wait(10):
+            raise TimeoutError("the test never opened the gate")
+        return super().verify(pending)
+
+
+@pytest.fixture
+def gated_bench(tmp_path: Path, clock: FakeClock) -> Iterator[Bench]:
+    GatedAuth.entered, GatedAuth.gate = threading.Event(), threading.Event()
+    opened = Bench(tmp_path, clock, auth=GatedAuth)
+    opened.terminal.read_until(b"gatewayd> ")
+    yield opened
+    GatedAuth.gate.set()
+    opened.close()
+
+
+def test_the_loop_goes_on_while_a_login_code_is_compared(gated_bench: Bench) -> None:
+    bench = gated_bench
+    assert bench.terminal.command("login").endswith(LOGIN_PROMPT)
+    bench.terminal.type(TECH_CODE + "\rversion\r")  # the next command typed ahead
+    assert GatedAuth.entered.wait(10)
+    # The comparison waits in the worker: the try is on disk, the loop still runs.
+    assert bench.store.technician().failures == 1
+    assert bench.loop.call(lambda: "the loop answers") == "the loop answers"
+    bench.loop.call(bench.bus.publish, {"type": "key", "party": "handset", "key": "masked"})
+    GatedAuth.gate.set()
+    shown = bench.terminal.read_until(b"gatewayd# ").decode()
+    assert "ok: logged in as technician" in shown and TECH_CODE not in shown
+    # The typed-ahead line ran after the verdict, as a command, not before it.
+    assert "version\r\n" in shown  # echoed as typed: only the code line is secret
+    assert bench.terminal.read_until(b"gatewayd# ") == b"gatewayd 0.1.0\r\ngatewayd# "
+    assert bench.store.technician().failures == 0
+
+
+def test_a_port_lost_during_the_comparison_logs_nobody_in(gated_bench: Bench) -> None:
+    bench = gated_bench
+    assert bench.terminal.command("login").endswith(LOGIN_PROMPT)
+    bench.terminal.type(TECH_CODE + "\r")
+    assert GatedAuth.entered.wait(10)
+    bench.loop.call(bench.serial._fault, "test: cable pulled")
+    GatedAuth.gate.set()
+    # The port comes back: a new session, not logged in, although the code was right.
+    bench.terminal.buffer = b""
+    shown = bench.terminal.read_until(b"gatewayd> ", b"gatewayd# ")
+    assert shown.endswith(b"gatewayd> ")
+    assert "needs a technician login" in bench.terminal.command("ring 2")
+    assert bench.box.calls == []
 
 
 # --- what a technician does ---------------------------------------------------------------
