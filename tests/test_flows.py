@@ -408,3 +408,37 @@ def test_a_trunk_that_vanishes_mid_recording_keeps_what_was_said(phone: Phone) -
     out = phone.send(LineFault("modem on /dev/ttyACM0 lost"))
     assert StopRecording("hangup") in out  # kept if long enough, as on a hang-up
     assert phone.ivr.state == "idle"
+
+
+def test_keep_then_on_hook_before_the_hash_is_done_still_stores_the_code(
+    phone: Phone, service: SecretCodeService
+) -> None:
+    phone.lift()
+    phone.dial("3103")
+    phone.press("321")
+    phone.press("4931#")
+    phone.hold_checks = True
+    phone.press("1")  # keep: the hash goes to the worker
+    assert phone.held and not service.status().code_set
+    phone.press("2")  # "key another code" while it hashes: ignored
+    phone.hang_up()
+    phone.release_checks()
+    assert service.status().code_set  # "keep" was pressed: the code is stored
+    assert phone.events_of("code")[-1]["action"] == "created"
+    assert phone.ivr.state == "idle"
+
+
+def test_on_hook_while_the_new_code_is_compared_with_the_current_one_changes_nothing(
+    phone: Phone, service: SecretCodeService
+) -> None:
+    create_code(phone, "4931")
+    phone.lift()
+    phone.dial("3103")
+    phone.press("321")
+    phone.hold_checks = True
+    phone.press("8362#")  # compared with the current code in the worker
+    assert phone.held
+    phone.hang_up()
+    phone.release_checks()
+    assert service.check("4931", "remote").ok  # still the old code
+    assert [e["action"] for e in phone.events_of("code")] == ["created"]

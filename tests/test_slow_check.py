@@ -47,6 +47,13 @@ class GatedHasher(CodeHasher):
                 raise TimeoutError("the test never opened the gate")
         return super().verify(code, salt, expected)
 
+    def hash(self, code: str, salt: bytes) -> bytes:
+        if GatedHasher.armed:
+            GatedHasher.entered.set()
+            if not GatedHasher.gate.wait(GIVE_UP_S):
+                raise TimeoutError("the test never opened the gate")
+        return super().hash(code, salt)
+
 
 @pytest.fixture
 def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[GatedHasher]]:
@@ -153,3 +160,35 @@ async def hang_up_while_held(daemon: Daemon, gated: type[GatedHasher]) -> None:
     assert b'"failure"' in audit_path(daemon.state_dir / STATE_FILE).read_bytes()
     assert failures_on_disk(daemon) == 1
     assert daemon.status()["menu"] == "idle"
+
+
+def test_a_new_code_is_hashed_off_the_loop_and_stored_when_kept(
+    tmp_path: Path, gated: type[GatedHasher]
+) -> None:
+    run_with_daemon(tmp_path, lambda box: create_while_held(box, gated))
+
+
+async def create_while_held(daemon: Daemon, gated: type[GatedHasher]) -> None:
+    sub = daemon.bus.subscribe()
+    daemon.feed(OffHook())
+    keys = daemon.profile.voicemail.keys
+    # 3103, personalise, code, create; the new code and its end key.
+    for key in ["3", "1", "0", "3", keys.main_personalise, keys.personalise_code, keys.code_create]:
+        daemon.feed(Digit(key, "handset"))
+    for key in CODE + keys.end_entry:
+        daemon.feed(Digit(key, "handset"))
+    while (await next_event(sub, "menu"))["state"] != "code_confirm":
+        pass  # the main, personalise, code menus and the entry, until the read-back
+    gated.armed = True
+    daemon.feed(Digit(keys.confirm_yes, "handset"))  # keep it: the hash runs in the worker
+    sub = daemon.bus.subscribe()  # what happens from here on
+    await asyncio.get_running_loop().run_in_executor(None, gated.entered.wait, GIVE_UP_S)
+    assert gated.entered.is_set(), "the hash never started"
+    assert "code_set: no" in await ctl(daemon, "status")  # the loop answers meanwhile
+    daemon.feed(Digit(keys.confirm_retry, "handset"))  # ignored while the code is hashed
+    assert (await next_event(sub, "key"))["key"] == keys.confirm_retry
+    gated.gate.set()
+    event = await next_event(sub, "code")  # kept, not retried
+    assert event["action"] == "created"
+    assert "code_set: yes" in await ctl(daemon, "status")
+    assert (await next_event(sub, "menu"))["state"] == "code_menu"

@@ -93,7 +93,7 @@ from gatewayd.voicemail.flow import (
 from gatewayd.voicemail.policy import (
     Access,
     CheckResult,
-    PendingCheck,
+    NewHash,
     SecretCodeService,
     ServiceUnavailable,
 )
@@ -145,8 +145,6 @@ class CodeCheck:
 
     keys: str = field(default="", repr=False)
     bad_entries: int = 0
-    #: The ``CheckCode`` whose verdict is awaited (keys are ignored meanwhile), if any.
-    checking: int | None = None
 
 
 @dataclass
@@ -305,6 +303,13 @@ class _Call:
     tone: bool = False  # a tone plays (dial tone is stopped by the first key)
     play_id: int | None = None  # the Play whose PlaybackDone we wait for
     then: Callable[[], None] | None = None  # what follows the current prompt
+    #: The ``CheckCode`` (scrypt work off the loop) whose verdict the call waits for.
+    computing: int | None = None
+
+
+#: What to do with a verdict on the loop: ``ok`` (None if the work raised), and whether
+#: the call that asked is still the one in progress and waiting for it.
+Verdict = Callable[[bool | None, bool], None]
 
 
 class Ivr:
@@ -329,8 +334,8 @@ class Ivr:
         self._handset_off = False
         self._next_play_id = 0
         self._next_check_id = 0
-        #: Counted tries whose comparison runs off the loop, settled when ``CodeChecked`` comes.
-        self._checks: dict[int, PendingCheck] = {}
+        #: Work running off the loop (code comparisons, hashes): the call and what follows.
+        self._computing: dict[int, tuple[_Call, Verdict]] = {}
         self._deadlines: dict[str, float] = {}
         self._out: list[Action] = []
         self._actions: dict[Do, Callable[[_Call], None]] = {
@@ -562,8 +567,8 @@ class Ivr:
         self._notify({"type": "key", "party": party, "key": "masked" if self.masking else key})
         if call.state in (State.DEAD, State.ENDING, State.IDLE, State.RINGING, State.TAKEN):
             return
-        if isinstance(call.flow, CodeCheck) and call.flow.checking is not None:
-            return  # the code is being compared: keys wait for the verdict (they are ignored)
+        if call.computing is not None:
+            return  # a code is being compared or hashed: keys meanwhile are ignored
         menu = MENUS.get(call.state)
         if (
             menu is not None
@@ -688,42 +693,50 @@ class Ivr:
             return self._finish(("service_unavailable",))  # nothing counted, nothing compared
         except PolicyError:
             return self._enter_code_check()
-        flow = call.flow
-        assert isinstance(flow, CodeCheck)
-        self._next_check_id += 1
-        check_id = flow.checking = self._next_check_id
-        self._checks[check_id] = pending
         service = self._service
-        self._out.append(CheckCode(check_id, lambda: service.verify(pending)))
+
+        def settle(ok: bool | None, ours: bool) -> None:
+            if ok is None:
+                # Counted on disk, cool-down armed: the error ends the call, nothing is cleared.
+                if ours:
+                    raise RuntimeError("the code comparison failed")
+                return
+            try:
+                # Settled even after a hang-up: the failure is audited, the lock written.
+                result = service.settle(pending, ok)
+            except ServiceUnavailable:
+                if ours:
+                    self._finish(("service_unavailable",))  # the try stays counted
+                return
+            except PolicyError:
+                if ours:
+                    self._enter_code_check()
+                return
+            if ours:
+                self._checked(call, result)
+
+        self._off_loop(call, lambda: service.verify(pending), settle)
+
+    def _off_loop(self, call: _Call, work: Callable[[], bool], then: Verdict) -> None:
+        """Ask for ``work`` (scrypt) in a worker; ``then`` gets its verdict back on the loop."""
+        self._next_check_id += 1
+        check_id = call.computing = self._next_check_id
+        self._computing[check_id] = (call, then)
+        self._out.append(CheckCode(check_id, work))
 
     def _on_code_checked(self, check_id: int, ok: bool | None) -> None:
-        pending = self._checks.pop(check_id, None)
-        if pending is None:
-            return  # not ours (or already settled)
-        if ok is None:
-            # Counted on disk, cool-down armed: the error ends the call, nothing is cleared.
-            raise RuntimeError("the code comparison failed")
-        call = self._call
-        ours = (
-            call is not None and isinstance(call.flow, CodeCheck) and call.flow.checking == check_id
-        )
+        asked = self._computing.pop(check_id, None)
+        if asked is None:
+            return  # not ours (or already done)
+        call, then = asked
+        ours = call is self._call and call.computing == check_id
         if ours:
-            assert call is not None and isinstance(call.flow, CodeCheck)
-            call.flow.checking = None
+            call.computing = None
+            return then(ok, ours)  # an error here ends this call, as any error in it
         try:
-            # Settled even after a hang-up: the failure is audited and its cool-down starts.
-            result = self._service.settle(pending, ok)
-        except ServiceUnavailable:
-            if ours:
-                self._finish(("service_unavailable",))  # the try stays counted
-            return
-        except PolicyError:
-            if ours:
-                self._enter_code_check()
-            return
-        if ours:
-            assert call is not None
-            self._checked(call, result)
+            then(ok, ours)  # the call that asked is gone: an error must not end another one
+        except Exception:
+            LOGGER.exception("error settling code work after its call ended")
 
     def _checked(self, call: _Call, result: CheckResult) -> None:
         call.checks += 1
@@ -752,13 +765,32 @@ class Ivr:
         self._enter(State.CODE_ENTRY, NewCode(modifying=modifying))
 
     def _new_code(self, call: _Call, entry: Entry, code: str) -> None:
+        refusal = self._service.quick_refusal(code)
+        if refusal is not None:
+            return self._refuse_new_code(call, entry, refusal)
+        is_current = self._service.current_code_matcher(code)
+        if is_current is None:  # no code yet: nothing to compare with
+            return self._confirm_new_code(call, code)
+
+        def then(same: bool | None, ours: bool) -> None:
+            if not ours:
+                return  # hung up meanwhile: nothing was changed
+            if same is None:
+                raise RuntimeError("the comparison with the current code failed")
+            if same:
+                return self._refuse_new_code(call, entry, Refusal.PREVIOUS)
+            self._confirm_new_code(call, code)
+
+        self._off_loop(call, is_current, then)
+
+    def _refuse_new_code(self, call: _Call, entry: Entry, refusal: Refusal) -> None:
+        LOGGER.info("new code refused: %s", refusal.value)
+        said = "code_is_current" if refusal is Refusal.PREVIOUS else "code_trivial"
+        self._bad_entry(call, entry, said)
+
+    def _confirm_new_code(self, call: _Call, code: str) -> None:
         flow = call.flow
         assert isinstance(flow, NewCode)
-        refusal = self._service.refusal(code)
-        if refusal is not None:
-            LOGGER.info("new code refused: %s", refusal.value)
-            said = "code_is_current" if refusal is Refusal.PREVIOUS else "code_trivial"
-            return self._bad_entry(call, entry, said)
         flow.pending = code
         call.state = State.CODE_CONFIRM
         call.replays = 0
@@ -773,9 +805,25 @@ class Ivr:
         flow = call.flow
         assert isinstance(flow, NewCode)
         code, flow.pending = flow.pending, ""
-        action = self._service.set_code(code, "handset")  # durable before the prompt plays
-        self._notify({"type": "code", "action": action, "origin": "handset"})
-        self._announce(("code_saved",), then=State.CODE_MENU)
+        service = self._service
+        hashed: list[NewHash] = []
+
+        def work() -> bool:
+            hashed.append(service.hash_new_code(code))
+            return True
+
+        def then(ok: bool | None, ours: bool) -> None:
+            if ok is None or not hashed:
+                if ours:
+                    raise RuntimeError("hashing the new code failed")
+                return
+            # Kept even if the handset went on-hook meanwhile: "keep" was pressed.
+            action = service.store_code(hashed[0], "handset")  # durable before the prompt
+            self._notify({"type": "code", "action": action, "origin": "handset"})
+            if ours:
+                self._announce(("code_saved",), then=State.CODE_MENU)
+
+        self._off_loop(call, work, then)
 
     def _retry_code(self, call: _Call) -> None:
         flow = call.flow

@@ -81,6 +81,15 @@ class PendingCheck:
 
 
 @dataclass(frozen=True)
+class NewHash:
+    """A new code as it is stored: its hash, salt and cost (never the digits)."""
+
+    code_hash: bytes = field(repr=False)
+    salt: bytes = field(repr=False)
+    kdf: str
+
+
+@dataclass(frozen=True)
 class CodeStatus:
     """What ``status`` may show: never the code, only facts about it."""
 
@@ -312,17 +321,35 @@ class SecretCodeService:
 
     def refusal(self, code: str) -> Refusal | None:
         """Why ``code`` may not become the new code (trivial, previous code...), or None."""
-        reason = refusal_reason(code, line_number=self._line_number)
+        reason = self.quick_refusal(code)
         if reason is not None:
             return reason
-        mailbox = self._secrets.mailbox()
-        if (
-            mailbox.code_hash is not None
-            and mailbox.salt is not None
-            and self._hasher.for_kdf(mailbox.kdf).verify(code, mailbox.salt, mailbox.code_hash)
-        ):
+        is_current = self.current_code_matcher(code)
+        if is_current is not None and is_current():
             return Refusal.PREVIOUS
         return None
+
+    def quick_refusal(self, code: str) -> Refusal | None:
+        """The refusals that need no comparison (shape, trivial, the line's number)."""
+        return refusal_reason(code, line_number=self._line_number)
+
+    def current_code_matcher(self, code: str) -> Callable[[], bool] | None:
+        """A comparison of ``code`` with the current code, to run in any thread (scrypt).
+
+        Reads the stored hash now (on the caller's thread); None when no code is set.
+        """
+        mailbox = self._secrets.mailbox()
+        if mailbox.code_hash is None or mailbox.salt is None:
+            return None
+        hasher, salt, code_hash = self._hasher.for_kdf(mailbox.kdf), mailbox.salt, mailbox.code_hash
+        return lambda: hasher.verify(code, salt, code_hash)
+
+    def hash_new_code(self, code: str) -> NewHash:
+        """Step 1 of a new code, in any thread: its salt and hash at the profile's cost."""
+        if self.quick_refusal(code) is not None:
+            raise ValueError("code refused")
+        salt = self._hasher.new_salt()
+        return NewHash(self._hasher.hash(code, salt), salt, self._hasher.kdf)
 
     def set_code(self, code: str, origin: str) -> Literal["created", "modified"]:
         """Store a new code (create or modify) from the handset; returns "created" or "modified".
@@ -334,14 +361,18 @@ class SecretCodeService:
         reason = self.refusal(code)
         if reason is not None:
             raise ValueError(f"code refused: {reason.value}")
+        return self.store_code(self.hash_new_code(code), origin)
+
+    def store_code(self, new: NewHash, origin: str) -> Literal["created", "modified"]:
+        """Step 2 of a new code (event loop): store it, clear counter, cool-down and lock."""
+        if origin != HANDSET:
+            raise PolicyError("the code can only be created or modified from the fixed line")
         action: Literal["created", "modified"] = (
             "modified" if self._secrets.mailbox().code_set else "created"
         )
-        salt = self._hasher.new_salt()
-        code_hash = self._hasher.hash(code, salt)
         with self._secrets.transaction():
             self._secrets.update_mailbox(
-                code_hash=code_hash, salt=salt, kdf=self._hasher.kdf, failures=0, locked=False
+                code_hash=new.code_hash, salt=new.salt, kdf=new.kdf, failures=0, locked=False
             )
             self._secrets.audit(action, origin)
         self._cooldown_until = 0.0
