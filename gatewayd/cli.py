@@ -61,8 +61,9 @@ def _fail(command: str, message: object, code: int) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``gatewayd run``: the daemon in the foreground."""
-    # The daemon speaks no TLS: without this asyncio loads ssl (and libssl), about 1 MB of
-    # memory and 10 ms of start here, five times that on the box's SoC (issue 13).
+    # The daemon speaks no TLS (but the USP agent, which lets ssl in when [usp] starts it):
+    # without this asyncio loads ssl (and libssl), about 4 MB of memory and 10 ms of start
+    # here, five times that on the box's SoC (issue 13).
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from gatewayd.daemon import run_daemon
 
