@@ -221,7 +221,8 @@ class Daemon:
         """
         from gatewayd.usp import require_usp
 
-        if "ssl" in sys.modules and sys.modules["ssl"] is None:
+        ssl_entry: object = sys.modules.get("ssl", sys)
+        if ssl_entry is None:
             del sys.modules["ssl"]  # `run` kept TLS out; the agent speaks MQTT over TLS
         require_usp()
         from gatewayd.usp.agent import UspError, start_agent
