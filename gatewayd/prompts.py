@@ -16,6 +16,7 @@ import sys
 import threading
 import tomllib
 import wave
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -63,6 +64,10 @@ BEEP_PCM = _make_beep()
 #: The beep before a recording (DESIGN §7.1: 1000 Hz, 500 ms), made here, not recorded.
 RECORD_BEEP_ID = "beep"
 RECORD_BEEP_PCM = _make_beep(seconds=0.5, frequency=1000.0, level_dbfs=-10.0)
+
+
+#: PCM kept in memory: 256 KiB is 16 s of prompts, the menus of a call (issue 13: frugal).
+PROMPT_CACHE_BYTES = 256 * 1024
 
 
 class _BadWav(Exception):
@@ -131,13 +136,20 @@ class PromptCatalogue:
         language: str,
         texts: dict[str, str],
         composed: Mapping[str, ComposedPrompt] | None = None,
+        cache_bytes: int = PROMPT_CACHE_BYTES,
     ) -> None:
         """Use :meth:`load`; this takes texts already checked."""
         self.audio_dir = audio_dir
         self.language = language
         self._texts = dict(texts)
         self._composed = dict(composed or {})
-        self._pcm: dict[str, bytes] = {}
+        #: The prompts read last, most recent at the end, at most ``cache_bytes`` of PCM:
+        #: the menus a call goes through stay in memory, the whole catalogue (~5 MB) never.
+        self._pcm: OrderedDict[str, bytes] = OrderedDict()
+        self._cached_bytes = 0
+        self.cache_bytes = cache_bytes
+        #: Prompts found missing or broken: a beep, without reading or logging again.
+        self._unplayable: set[str] = set()
         # The audio thread and the event loop may both ask for a prompt; one read, one log line.
         self._lock = threading.Lock()
 
@@ -221,7 +233,10 @@ class PromptCatalogue:
         with self._lock:
             cached = self._pcm.get(prompt_id)
             if cached is not None:
+                self._pcm.move_to_end(prompt_id)
                 return cached
+            if prompt_id in self._unplayable:
+                return BEEP_PCM  # said once in the log already
             if prompt_id in self._texts:
                 path = self.wav_path(prompt_id)
                 try:
@@ -236,8 +251,26 @@ class PromptCatalogue:
                     self.audio_dir / CATALOGUE_NAME,
                 )
                 pcm = BEEP_PCM
-            self._pcm[prompt_id] = pcm
+            if pcm is BEEP_PCM:
+                self._unplayable.add(prompt_id)
+            else:
+                self._remember(prompt_id, pcm)
             return pcm
+
+    def _remember(self, prompt_id: str, pcm: bytes) -> None:
+        """Cache ``pcm``, forgetting the prompts used longest ago beyond ``cache_bytes``."""
+        if len(pcm) > self.cache_bytes:
+            return  # a long prompt is read again from flash each time (a few ms)
+        self._pcm[prompt_id] = pcm
+        self._cached_bytes += len(pcm)
+        while self._cached_bytes > self.cache_bytes:
+            _, dropped = self._pcm.popitem(last=False)
+            self._cached_bytes -= len(dropped)
+
+    @property
+    def cached_bytes(self) -> int:
+        """PCM held in memory now (bounded by ``cache_bytes``)."""
+        return self._cached_bytes
 
     def pcm_of(self, ref: PromptRef) -> bytes:
         """The PCM of a prompt reference: an id, a spoken digit, or a composed menu."""

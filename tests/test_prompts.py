@@ -17,6 +17,7 @@ import pytest
 from gatewayd.errors import GatewaydError, ProfileError
 from gatewayd.prompts import (
     BEEP_PCM,
+    PROMPT_CACHE_BYTES,
     PromptCatalogue,
     check_wav,
     default_audio_dir,
@@ -238,6 +239,23 @@ def test_pcm_is_read_once_and_cached(small_audio: Path) -> None:
     assert first == array.array("h", range(-400, 400)).tobytes()
     (small_audio / "fr" / "hello.wav").unlink()
     assert catalogue.pcm("hello") == first
+
+
+def test_the_whole_catalogue_never_stays_in_memory() -> None:
+    # A month of calls plays every prompt: memory holds the recent ones, within the bound.
+    catalogue = PromptCatalogue.load(default_audio_dir(), "fr")
+    on_disk = 0
+    for prompt_id in sorted(catalogue.ids):
+        pcm = catalogue.pcm(prompt_id)
+        assert pcm != BEEP_PCM, prompt_id
+        on_disk += len(pcm)
+        assert catalogue.cached_bytes <= PROMPT_CACHE_BYTES
+    assert on_disk > 4 * PROMPT_CACHE_BYTES  # the bound did bite
+    # The menus in use stay: the last ones asked are still there, and still right.
+    last = sorted(catalogue.ids)[-1]
+    assert catalogue.pcm(last) == catalogue.pcm(last) and catalogue.cached_bytes > 0
+    first = sorted(catalogue.ids)[0]
+    assert catalogue.pcm(first) == PromptCatalogue.load(default_audio_dir(), "fr").pcm(first)
 
 
 def test_missing_wav_beeps_and_logs_its_path_once(
