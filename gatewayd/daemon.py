@@ -52,7 +52,6 @@ from gatewayd.events import (
     StopRecording,
     TimerExpired,
 )
-from gatewayd.eventtypes import PromptEvent
 from gatewayd.line import open_line
 from gatewayd.line.base import LineDriver
 from gatewayd.logsetup import current_level, set_level
@@ -82,6 +81,7 @@ from gatewayd.voicemail.store import Store
 from gatewayd.worker import compare_off_loop
 
 if TYPE_CHECKING:  # imported when used: a `run` that never needs them does not load them
+    from gatewayd.eventtypes import PromptEvent
     from gatewayd.selftest import Check
     from gatewayd.serial_console import SerialConsole
     from gatewayd.usp.agent import UspAgent

@@ -13,8 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from gatewayd.eventtypes import Event, StampedEvent
+if TYPE_CHECKING:  # declarations for the type checker; tests check events against them
+    from gatewayd.eventtypes import Event, StampedEvent
 
 LOGGER = logging.getLogger(__name__)
 

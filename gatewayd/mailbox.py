@@ -16,10 +16,9 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.events import LineEvent, RecordingEnded, StartRecording
-from gatewayd.eventtypes import Event
 from gatewayd.line.base import AudioSink, Station, Trunk
 from gatewayd.pcm import RATE, SAMPLE_WIDTH
 from gatewayd.voicemail.config import Mailbox
@@ -32,6 +31,9 @@ from gatewayd.voicemail.messages import (
 from gatewayd.voicemail.recording import EndReason, RecorderSettings, Recording
 from gatewayd.voicemail.recording import start as start_recording
 from gatewayd.voicemail.repository import AUDIT_EVENTS, SecretsRepository
+
+if TYPE_CHECKING:  # a declaration for the type checker only
+    from gatewayd.eventtypes import Event
 
 LOGGER = logging.getLogger(__name__)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,17 +46,23 @@ def shipped_dir(name: str) -> Path:
     (pyproject.toml maps the repository's top-level folders there); a checkout (editable
     install, or the sources on ``sys.path``) has it at the top of the repository.
     """
-    package = resources.files("gatewayd")
+    package = _package_dir()
     packaged = package / "_data" / name
     if packaged.is_dir():
-        if not isinstance(packaged, Path):
-            # A zipped install: the audio thread and the ALSA checks need real files.
-            raise RuntimeError(
-                f"gatewayd's {name}/ is inside an archive ({packaged}): install gatewayd "
-                "unpacked (pip install, or the Debian package), not as a zip"
-            )
         return packaged
-    return Path(str(package)).resolve().parent / name
+    if not package.is_dir():
+        # A zipped install: the audio thread and the ALSA checks need real files.
+        raise RuntimeError(
+            f"gatewayd's {name}/ is inside an archive ({package}): install gatewayd "
+            "unpacked (pip install, or the Debian package), not as a zip"
+        )
+    return package.parent / name
+
+
+def _package_dir() -> Path:
+    """The installed ``gatewayd`` package's folder (not importlib.resources: its imports
+    cost half a megabyte at every start, issue 13)."""
+    return Path(__file__).resolve().parent
 
 
 def shipped_profiles_dir() -> Path:
@@ -182,6 +186,8 @@ def demo_pointer_path() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "gatewayd-demo"
+    import tempfile  # the demo only: not loaded by the daemon
+
     return Path(tempfile.gettempdir()) / f"gatewayd-demo-{os.getuid()}"
 
 

@@ -49,6 +49,6 @@ def test_package_data_wins_over_the_checkout(tmp_path: Path, monkeypatch) -> Non
     package = tmp_path / "site" / "gatewayd"
     (package / "_data" / "hw_profiles").mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    monkeypatch.setattr("gatewayd.paths.resources.files", lambda name: package)
+    monkeypatch.setattr("gatewayd.paths._package_dir", lambda: package)
     assert shipped_dir("hw_profiles") == package / "_data" / "hw_profiles"
     assert shipped_dir("audio") == tmp_path / "site" / "audio"

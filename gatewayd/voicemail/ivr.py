@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import gatewayd.voicemail.spoken as spoken
 from gatewayd.errors import PolicyError
@@ -68,7 +68,6 @@ from gatewayd.events import (
     StopRecording,
     TimerExpired,
 )
-from gatewayd.eventtypes import Event
 from gatewayd.voicemail.codes import CODE_LENGTH, Refusal
 from gatewayd.voicemail.config import VoicemailConfig
 from gatewayd.voicemail.flow import (
@@ -97,6 +96,9 @@ from gatewayd.voicemail.policy import (
     SecretCodeService,
     ServiceUnavailable,
 )
+
+if TYPE_CHECKING:  # a declaration for the type checker only
+    from gatewayd.eventtypes import Event
 
 LOGGER = logging.getLogger(__name__)
 

@@ -25,9 +25,8 @@ Choices, as a French or an English speaker says them:
 from __future__ import annotations
 
 import re
-import zoneinfo
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from gatewayd.events import WITHHELD
 from gatewayd.voicemail.config import LANGUAGES
@@ -150,7 +149,9 @@ def envelope(
     return tuple(said)
 
 
-def _zone(tz: str) -> zoneinfo.ZoneInfo:
+def _zone(tz: str) -> tzinfo:
+    import zoneinfo  # when a date is said, not at every start (issue 13)
+
     try:
         return zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
