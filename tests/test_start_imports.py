@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tests.daemon_process import REPO, make_profile
+from tests.test_gpio_slic import fake_profile_text
 
 #: Loaded on demand only: the first control client, the console's ``selftest``, a modem...
 NOT_AT_START = {
@@ -46,7 +47,7 @@ AT_START = {"gatewayd.daemon", "gatewayd.line.sim", "gatewayd.voicemail.ivr", "t
 READY_TIMEOUT_S = 30.0
 
 
-def modules_at_ready(tmp: Path) -> set[str]:
+def modules_at_ready(tmp: Path, profile: Path | None = None) -> set[str]:
     out = tmp / "modules.txt"
     child = subprocess.Popen(
         [
@@ -56,7 +57,7 @@ def modules_at_ready(tmp: Path) -> set[str]:
             str(out),
             "run",
             "--profile",
-            str(make_profile(tmp)),
+            str(profile or make_profile(tmp)),
             "--state-dir",
             str(tmp / "state"),
             "--runtime-dir",
@@ -85,3 +86,21 @@ def test_sim_run_imports_only_what_its_profile_uses(tmp_path: Path) -> None:
     loaded = {m for m in modules if m in NOT_AT_START or m.split(".")[0] in NOT_AT_START}
     loaded |= {m for m in modules for lazy in NOT_AT_START if m.startswith(lazy + ".")}
     assert loaded == set()
+
+
+def loaded_of(modules: set[str], lazy: set[str]) -> set[str]:
+    return {m for m in modules for name in lazy if m == name or m.startswith(name + ".")}
+
+
+def test_a_slic_run_loads_its_gpio_code_but_no_modem_console_or_inband_dtmf(
+    tmp_path: Path,
+) -> None:
+    pepper = tmp_path / "pepper"  # a hardware profile is provisioned, never makes one
+    pepper.write_bytes(os.urandom(32))
+    pepper.chmod(0o600)
+    profile = tmp_path / "fake-slic.toml"  # the shipped Pi profile on the fake GPIO backend
+    profile.write_text(fake_profile_text(**{'pepper_file = "pepper"': f'pepper_file = "{pepper}"'}))
+    modules = modules_at_ready(tmp_path, profile)
+    assert modules >= {"gatewayd.line.gpio_slic", "gatewayd.gpio", "gatewayd.voicemail.ivr"}
+    lazy = NOT_AT_START - {"gatewayd.line.gpio_slic", "gatewayd.gpio"}
+    assert loaded_of(modules, lazy) == set()
