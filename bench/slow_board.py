@@ -154,7 +154,7 @@ def create_code(daemon: DaemonProcess) -> float:
 
 def code_checks(daemon: DaemonProcess, checks: int) -> tuple[list[float], list[float]]:
     """Last key ('#') sent -> the ``auth`` verdict, in ms (remote calls, right and wrong codes),
-    and the round trip of a ``status`` on the control socket sent while the check runs."""
+    and the round trips of a ``status`` on the control socket answered while the check ran."""
     times, status_ms = [], []
     for i in range(checks):
         events = daemon.events()
@@ -166,8 +166,9 @@ def code_checks(daemon: DaemonProcess, checks: int) -> tuple[list[float], list[f
         sent = time.monotonic()
         assert daemon.sim("remote press #") == "ok"
         asked = time.perf_counter()
-        assert "code_check" in daemon.ctl("status")  # the loop serves while scrypt runs
-        status_ms.append((time.perf_counter() - asked) * 1000)
+        answer = daemon.ctl("status")
+        if "menu: code_check" in answer:  # answered before the verdict: the loop was free
+            status_ms.append((time.perf_counter() - asked) * 1000)
         verdict = events.wait_for(lambda e: e["type"] == "auth", after=mark, timeout=60)
         times.append((verdict["t"] - sent) * 1000)
         assert daemon.sim("remote hangup") == "ok"
@@ -224,7 +225,10 @@ def measure(join: Callable[[], None] | None, args: argparse.Namespace) -> dict[s
         "code check, same, at the fitted scrypt_n (selftest's choice on this board)": (
             f"{max(fitted_checks):.0f} ms (n = {fitted})"
         ),
-        "ctl `status` answered during a check (max)": f"{max(status_ms + fitted_status):.0f} ms",
+        "ctl `status` answered while the comparison ran (of the checks, max)": (
+            f"{len(status_ms + fitted_status)} of {2 * args.checks}, "
+            f"{max(status_ms + fitted_status, default=0):.0f} ms"
+        ),
         "create flow wall time": f"{create:.0f} ms",
         f"idle CPU, wake-ups ({args.idle_seconds:.0f} s)": f"{cpu:.3f} %, {wakeups:.2f}/s",
     }
