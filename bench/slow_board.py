@@ -30,8 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.daemon import FifoTap, _proc_times, first_sound
-from gatewayd.prompts import PromptCatalogue, default_audio_dir
+from bench.daemon import FifoTap, _proc_times, key_latencies
 from tests.daemon_process import DaemonProcess, make_profile
 
 PERIOD_US = 10_000
@@ -116,24 +115,8 @@ def key_latency_p99(join: Callable[[], None] | None, keys: int) -> float:
     with tempfile.TemporaryDirectory() as tap_dir:
         tap = FifoTap(Path(tap_dir) / "tap.fifo")
         playback = {'playback = "null"': f"playback = \"file:FILE='{tap.path}',FORMAT=raw\""}
-        catalogue = PromptCatalogue.load(default_audio_dir(), "fr")
-        targets = {
-            "3": first_sound(catalogue.pcm("personalise_menu")),
-            "*": first_sound(catalogue.pcm("main_menu")),
-        }
         with running(join, replace=playback) as daemon:
-            assert daemon.sim("handset offhook") == "ok"
-            assert daemon.sim("handset press 3103") == "ok"
-            tap.wait_for(targets["*"], 0, timeout=30)
-            latencies = []
-            for i in range(keys):
-                key = "3" if i % 2 == 0 else "*"
-                start = tap.size()
-                sent = time.perf_counter()
-                assert daemon.sim(f"handset press {key}") == "ok"
-                heard, _ = tap.wait_for(targets[key], start, timeout=30)
-                latencies.append((heard - sent) * 1000)
-    latencies.sort()
+            latencies = key_latencies(daemon, tap, keys)
     return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
