@@ -102,3 +102,18 @@ def test_provision_writes_the_fitted_cost_into_the_profile(
     assert code == provision.EXIT_OK, out.getvalue()
     assert "450 ms at 16384" in out.getvalue() and "8192 keeps it under 300 ms" in out.getvalue()
     assert load_profile(str(tmp_path / "etc" / "profile.toml")).voicemail.policy.scrypt_n == 8192
+
+
+def test_a_re_hash_does_not_void_a_comparison_under_way(tmp_path: Path) -> None:
+    path = tmp_path / "gatewayd.json"
+    with Store(path) as store:
+        service_at(store, 2**10).set_code(CODE, HANDSET)
+    with Store(path) as store:
+        dearer = service_at(store, 2**11)
+        right = dearer.begin_check(CODE, "remote")
+        wrong = dearer.begin_check("5827", "remote")
+        assert dearer.settle(right, dearer.verify(right)).ok  # re-hashed at 2**11
+        assert stored(path)["kdf"] == "2048:8:1"
+        # Same code, new hash: the other try is still about it, and counts.
+        assert dearer.settle(wrong, dearer.verify(wrong)).failures == 1
+        assert stored(path)["failures"] == 1

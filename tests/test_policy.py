@@ -184,3 +184,40 @@ def test_the_audit_log_has_what_origin_time_and_never_digits(store, clock) -> No
     records = service.audit_log()
     assert {"what", "origin", "time"} <= set(records[0])
     assert "4931" not in store.path.read_text() and "1111" not in store.path.read_text()
+
+
+# --- checks whose comparisons overlap (the daemon compares in a worker) -------------------
+
+
+def test_a_wrong_code_compared_across_a_right_one_still_counts(service, backend) -> None:
+    # Two calls, one right after the other, faster than scrypt: both tries are counted
+    # before either comparison; the right one clears the counter, the wrong one after it
+    # must still be counted (and audited), or it would be a free guess.
+    service.set_code("4931", "handset")
+    wrong = service.begin_check("2580", "remote")
+    right = service.begin_check("4931", "handset")
+    assert service.status().failures == 2
+    assert service.settle(right, service.verify(right)).ok
+    assert service.status().failures == 0
+    result = service.settle(wrong, service.verify(wrong))
+    assert not result.ok and result.failures == 1
+    assert service.status().failures == 1
+    assert service.audit_log(1)[0]["what"] == "failure"
+
+
+def test_wrong_codes_compared_side_by_side_count_once_each(service) -> None:
+    service.set_code("4931", "handset")
+    first = service.begin_check("2580", "remote")
+    second = service.begin_check("1379", "remote")
+    assert service.settle(first, service.verify(first)).failures == 1
+    assert service.settle(second, service.verify(second)).failures == 2
+    assert service.status().failures == 2
+
+
+def test_a_reset_during_a_comparison_voids_its_verdict(service) -> None:
+    service.set_code("4931", "handset")
+    pending = service.begin_check("4931", "remote")
+    service.reset("ctl")
+    with pytest.raises(PolicyError, match="overtaken"):
+        service.settle(pending, service.verify(pending))
+    assert service.status().failures == 0 and not service.status().code_set

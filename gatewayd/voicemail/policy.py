@@ -134,6 +134,8 @@ class SecretCodeService:
         self._cooldown_until = 0.0
         #: A write of the secrets failed: code checks stop until the state is writable again.
         self._unwritable = False
+        #: The hash a right code replaced by the same code at the profile's cost (re-hash).
+        self._rehashed_from: bytes | None = None
         mailbox = secrets.mailbox()
         # Re-arm the current cool-down in full: the monotonic clock restarted with the box.
         if not self._is_locked(mailbox.failures, mailbox.locked):
@@ -274,16 +276,18 @@ class SecretCodeService:
         :class:`ServiceUnavailable` when a right code's clearing cannot be written (the
         try stays counted, its cool-down in force).
         """
-        if self._secrets.mailbox().code_hash != pending.code_hash:
+        mailbox = self._secrets.mailbox()
+        if mailbox.code_hash != pending.code_hash and pending.code_hash != self._rehashed_from:
             raise PolicyError("code check overtaken: the code changed during the comparison")
         origin, failures = pending.origin, pending.failures
         locked, cooldown = pending.locks, pending.cooldown_s
         if ok:
-            if pending.rehash is not None:
+            if pending.rehash is not None and mailbox.code_hash == pending.code_hash:
                 code_hash, salt = pending.rehash
                 self._write(
                     code_hash=code_hash, salt=salt, kdf=self._hasher.kdf, failures=0, locked=False
                 )
+                self._rehashed_from = pending.code_hash  # the same code: checks under way stand
                 LOGGER.info(
                     "stored code re-hashed at the profile's scrypt cost %s", self._hasher.kdf
                 )
@@ -292,6 +296,15 @@ class SecretCodeService:
             self._cooldown_until = 0.0
             LOGGER.info("right code from %s; failure counter cleared", origin)
             return CheckResult(ok=True, failures=0)
+        if mailbox.failures < failures:
+            # A right code cleared the counter while this comparison ran (two calls, one
+            # after the other, faster than scrypt): this wrong code counts after it.
+            failures = mailbox.failures + 1
+            self._write(failures=failures)
+            locked = failures >= self._policy.lock_after
+            cooldown = 0.0 if locked else self._policy.cooldown_seconds(failures)
+            if cooldown:
+                self._cooldown_until = self._clock() + cooldown
         try:
             with self._secrets.transaction():
                 if locked:
@@ -376,6 +389,7 @@ class SecretCodeService:
             )
             self._secrets.audit(action, origin)
         self._cooldown_until = 0.0
+        self._rehashed_from = None  # a new code: comparisons with the old one are void
         LOGGER.info("secret code %s from %s", action, origin)
         return action
 
@@ -398,6 +412,7 @@ class SecretCodeService:
             )
             self._secrets.audit("reset", origin)
         self._cooldown_until = 0.0
+        self._rehashed_from = None
         LOGGER.warning("secret code reset by %s", origin)
 
     def audit_log(self, last: int | None = None) -> list[dict[str, Any]]:
