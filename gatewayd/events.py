@@ -314,8 +314,9 @@ class Notify:
 class CheckCode:
     """Run ``compare`` (scrypt: slow on purpose) off the event loop, then feed ``CodeChecked``.
 
-    The try is already counted on disk when this is returned (DESIGN §2.3); ``compare``
-    holds the keyed code in its closure, so it never shows in a repr.
+    A code check (the try is already counted on disk when this is returned, DESIGN
+    §2.3), a new code compared with the current one, or a new code hashed before it is
+    stored. ``compare`` holds the keyed code in its closure, so it never shows in a repr.
     """
 
     check_id: int

@@ -7,7 +7,10 @@ peppered scrypt hasher (cheap ``n``, FAST_POLICY) and the pure :class:`Ivr`, fed
 hook changes, keys (single keys, ``3103``, ``321``, codes + ``#``), remote calls,
 time passing (timers fire as the daemon's loop would), prompts played to their
 end or barged in, reboots (new store, service and IVR on the same file; the
-monotonic clock goes on) and advisor resets. After every event it reads the
+monotonic clock goes on) and advisor resets. Comparisons run inline, or, after a
+``slow_worker`` step, wait as in the daemon's worker thread until a
+``worker_finishes`` step delivers their verdict: meanwhile calls end, other
+callers key codes (``back_to_back_calls``), the advisor resets, the box reboots. After every event it reads the
 state file afresh and checks, in the words of the issue:
 
 (a) every failure announced to a caller is counted: ``code_wrong`` or
@@ -15,7 +18,9 @@ state file afresh and checks, in the words of the issue:
     the ``auth`` event's ``failures`` is the stored counter, and the stored counter
     changes only on a check, a new code or a reset;
 (b) no more than ``lock_after`` (10) consecutive wrong codes ever reach the
-    comparison: a spy on the hasher counts the comparisons themselves, so this
+    comparison (a held try is counted when keyed; its verdict counts it once, again
+    only if a right code cleared the counter meanwhile, never if a reset or a new
+    code made it void): a spy on the hasher counts the comparisons themselves, so this
     does not trust the IVR's own events. "Consecutive" restarts at a right code,
     a reset, and a new code from the handset (DESIGN §2.3 clears the counter
     then too), so it must always equal the stored counter;
@@ -57,6 +62,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from gatewayd.events import (
     Action,
     CancelTimer,
+    CheckCode,
+    CodeChecked,
     Digit,
     Flash,
     LineEvent,
@@ -134,6 +141,19 @@ class SpyHasher(CodeHasher):
         ok = super().verify(code, salt, expected)
         self.compares.append((ok, Disk.read(self.state_path).failures))
         return ok
+
+
+@dataclass
+class Held:
+    """A code check whose comparison the daemon's worker has not finished yet."""
+
+    action: CheckCode
+    #: Bumped by a reset or a new code: a verdict from an older one is void (overtaken).
+    generation: int
+    #: Its place in the stored counter when it was counted.
+    failures: int
+    #: Its try is still in the stored counter (a right code settled meanwhile clears it).
+    counted: bool = True
 
 
 class Records(logging.Handler):
@@ -246,6 +266,13 @@ class VoicemailMachine(RuleBasedStateMachine):
         self.pending: str | None = None  # the digits last read back, awaiting "1"
         self.protection = False
         self.consecutive_wrong = 0
+        # Comparisons held back as a slow worker would (DESIGN §2.3 must hold meanwhile).
+        self.hold = False
+        self.held: list[Held] = []
+        self.generation = 0
+        self.held_now = 0
+        self.released: Held | None = None
+        self.verdict = ""  # what the last released comparison came to: ok, wrong, void
         self.leak_codes: set[str] = set()
         self.timers: dict[str, float] = {}
         self.playing: Play | None = None
@@ -286,11 +313,21 @@ class VoicemailMachine(RuleBasedStateMachine):
         assert play is not None
         self._send_one(PlaybackDone(play.play_id))
 
-    def _send_one(self, line_event: LineEvent) -> None:
+    def _send_one(self, line_event: LineEvent, release: Held | None = None) -> None:
         state, party = self.ivr.state, self.ivr.party
         before = Disk.read(self.path)
         self.hasher.compares.clear()
-        out = run_checks(self.ivr, self.ivr.handle(line_event))
+        self.released, self.held_now = release, 0
+        if release is not None:  # the worker finishes: its verdict reaches the loop
+            line_event = CodeChecked(release.action.check_id, release.action.compare())
+        out = self.ivr.handle(line_event)
+        if self.hold and state == State.CODE_CHECK:
+            counted = Disk.read(self.path).failures
+            held = [Held(a, self.generation, counted) for a in out if isinstance(a, CheckCode)]
+            self.held += held
+            self.held_now = len(held)
+        else:
+            out = run_checks(self.ivr, out)
         after = Disk.read(self.path)
         self._check_batch(line_event, state, party, before, out, after)
         for action in out:
@@ -347,7 +384,10 @@ class VoicemailMachine(RuleBasedStateMachine):
         self._check_masking(state, out)
         self._check_counted(line_event, state, party, before, out, after)
         self._check_code(line_event, state, before, out, after)
-        assert [r["what"] for r in after.audit[len(before.audit) :]] == expected_audit(out)
+        expected = expected_audit(out)
+        if self.released is not None and not notes_of(out, "auth"):
+            expected = self._settled_unseen(before, after)
+        assert [r["what"] for r in after.audit[len(before.audit) :]] == expected
         for note in notes_of(out, "protection"):
             self.protection = note["state"] == "on"
         assert after.mailbox["protection"] is self.protection
@@ -389,32 +429,42 @@ class VoicemailMachine(RuleBasedStateMachine):
         """(a) and (b): every comparison is counted on disk first and announced as counted."""
         compares = list(self.hasher.compares)
         auth = notes_of(out, "auth")
-        if state != State.CODE_CHECK:
+        if self.released is not None:
+            self._check_verdict(compares, auth, before, after)
+        elif self.held_now:
+            # Keyed and counted; the comparison waits in the worker, nothing announced yet.
+            assert not compares and not auth
+            assert after.failures == before.failures + self.held_now <= LOCK_AFTER
+            event("comparison held")
+        elif state != State.CODE_CHECK:
             # Comparisons outside the code check only refuse the previous code (entry, confirm).
             assert not auth
             assert not compares or state in (State.CODE_ENTRY, State.CODE_CONFIRM)
         else:
             assert len(compares) == len(auth) <= 1  # no comparison goes unannounced
-        if auth:
+        if auth and self.released is None:
             (note,) = auth
             ((ok, on_disk),) = compares
             assert isinstance(line_event, Digit) and line_event.party == party == note["party"]
             # Count first: the file already held one more failure at the comparison.
             assert on_disk == before.failures + 1
-            assert self.consecutive_wrong < LOCK_AFTER  # (b): a locked box compares nothing
+            assert before.failures < LOCK_AFTER  # (b): a locked box compares nothing
             assert note["result"] == ("ok" if ok else "fail")
             self.consecutive_wrong = 0 if ok else self.consecutive_wrong + 1
+            if ok:
+                self._cleared()
             assert note["failures"] == after.failures  # the event says what the file says
             if not ok:
                 assert after.failures == before.failures + 1
                 event(f"wrong code number {after.failures}")
         elif notes_of(out, "code"):
             self.consecutive_wrong = 0
+            self.generation += 1  # comparisons with the old code are void
             assert after.failures == 0 and after.mailbox["locked"] is False
-        else:
+        elif self.released is None and not self.held_now:
             assert after.failures == before.failures  # nothing else touches the counter
             assert after.mailbox["locked"] == before.mailbox["locked"]
-        assert self.consecutive_wrong == after.failures <= LOCK_AFTER
+        assert self.consecutive_wrong + self._still_counted() == after.failures <= LOCK_AFTER
 
         prompts = prompts_of(out)
         failed = bool(auth) and auth[0]["result"] == "fail"
@@ -434,6 +484,67 @@ class VoicemailMachine(RuleBasedStateMachine):
         if "code_locked" in prompts:
             assert after.failures >= LOCK_AFTER or after.mailbox["locked"]
             event("locked")
+
+    def _still_counted(self) -> int:
+        """Held tries whose count is in the file (not cleared by a right code, not overtaken)."""
+        return sum(h.counted for h in self.held if h.generation == self.generation)
+
+    def _cleared(self) -> None:
+        """A right code cleared the counter: held tries are no longer in it."""
+        for held in self.held:
+            held.counted = False
+
+    def _check_verdict(
+        self,
+        compares: list[tuple[bool, int]],
+        auth: list[dict[str, Any]],
+        before: Disk,
+        after: Disk,
+    ) -> None:
+        """A held comparison ends: counted once (again only if a right code cleared it)."""
+        released = self.released
+        assert released is not None
+        self.held.remove(released)
+        ((ok, on_disk),) = compares  # the comparison is the worker's, made now
+        assert on_disk == before.failures
+        self.verdict = "ok" if ok else "wrong"
+        if released.generation != self.generation:
+            # The code was reset or changed meanwhile: the verdict is void, nothing moves.
+            assert not auth and after.failures == before.failures
+            self.verdict = "void"
+            event("verdict overtaken")
+            return
+        if ok:
+            self.consecutive_wrong = 0
+            self._cleared()
+            assert after.failures == 0
+        else:
+            self.consecutive_wrong += 1
+            recount = 0 if released.counted else 1  # cleared meanwhile: counted after it
+            assert after.failures == before.failures + recount
+            if recount:
+                released.failures = after.failures
+                event("wrong verdict after a right one")
+        if auth:
+            (note,) = auth
+            assert note["result"] == ("ok" if ok else "fail")
+            # A verdict tells its own place in the count (others may have been counted since).
+            assert note["failures"] == (0 if ok else released.failures)
+        else:
+            event("verdict after the call ended")
+
+    def _settled_unseen(self, before: Disk, after: Disk) -> list[str]:
+        """The audit of a verdict whose call is gone: a failure is still recorded."""
+        released = self.released
+        assert released is not None
+        if self.verdict != "wrong":
+            return []  # a right code, or a verdict overtaken by a reset or a new code
+        expected = ["failure"]
+        if released.failures >= LOCK_AFTER:
+            expected.append("lock")
+        elif FAST_POLICY.cooldown_seconds(released.failures):
+            expected.append("cooldown")
+        return expected
 
     def _check_code(
         self, line_event: LineEvent, state: str, before: Disk, out: list[Action], after: Disk
@@ -574,6 +685,28 @@ class VoicemailMachine(RuleBasedStateMachine):
         for choice in choices:
             self.key_code(choice, True)
 
+    @rule(on=st.sampled_from((True, False, False)))
+    def slow_worker(self, on: bool) -> None:
+        """From now on, code comparisons wait in the worker until released (or not)."""
+        self.hold = on
+
+    @rule(first=CODE_CHOICES, second=CODE_CHOICES)
+    def back_to_back_calls(self, first: str, second: str) -> None:
+        """Two callers, the second keying its code before the first one's comparison ends."""
+        hold, self.hold = self.hold, True
+        for choice in (first, second):
+            self.call_for_code()
+            if self.ivr.state == State.CODE_CHECK:
+                self.key_code(choice, True)
+            self.send(RemoteHangup())
+        self.hold = hold
+
+    @rule(index=st.integers(0, 3))
+    def worker_finishes(self, index: int) -> None:
+        """One held comparison ends; its verdict reaches the call flow."""
+        if self.held:
+            self._send_one(CodeChecked(0, False), release=self.held[index % len(self.held)])
+
     @rule()
     def finish_prompt(self) -> None:
         if self.playing is not None:
@@ -601,6 +734,9 @@ class VoicemailMachine(RuleBasedStateMachine):
             event("reboot during a call")
         before = Disk.read(self.path)
         self.store.close()
+        # The worker dies with the daemon: held tries stay counted, as wrong codes.
+        self.consecutive_wrong += self._still_counted()
+        self.held.clear()
         self._boot()
         after = Disk.read(self.path)
         assert after == before
@@ -618,6 +754,7 @@ class VoicemailMachine(RuleBasedStateMachine):
         after = Disk.read(self.path)
         assert [r["what"] for r in after.audit[len(before.audit) :]] == ["reset"]
         self.code, self.protection, self.consecutive_wrong = None, False, 0
+        self.generation += 1  # held comparisons are about a code that is gone
         assert after.secret == (None, None) and after.failures == 0
         assert after.mailbox["locked"] is False and after.mailbox["protection"] is False
         self.verified_secret = (None, None)
