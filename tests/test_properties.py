@@ -10,8 +10,9 @@ end or barged in, reboots (new store, service and IVR on the same file; the
 monotonic clock goes on) and advisor resets. Comparisons run inline, or, after a
 ``slow_worker`` step, wait as in the daemon's worker thread until a
 ``worker_finishes`` step delivers their verdict: meanwhile calls end, other
-callers key codes (``back_to_back_calls``), the advisor resets, the box reboots. After every event it reads the
-state file afresh and checks, in the words of the issue:
+callers key codes (``back_to_back_calls``), the advisor resets, the box reboots.
+After every event it reads the state file afresh and checks, in the words of the
+issue:
 
 (a) every failure announced to a caller is counted: ``code_wrong`` or
     ``code_too_many_failures`` after a check comes with one more failure on disk,
@@ -20,10 +21,10 @@ state file afresh and checks, in the words of the issue:
 (b) no more than ``lock_after`` (10) consecutive wrong codes ever reach the
     comparison (a held try is counted when keyed; its verdict counts it once, again
     only if a right code cleared the counter meanwhile, never if a reset or a new
-    code made it void): a spy on the hasher counts the comparisons themselves, so this
-    does not trust the IVR's own events. "Consecutive" restarts at a right code,
-    a reset, and a new code from the handset (DESIGN §2.3 clears the counter
-    then too), so it must always equal the stored counter;
+    code made it void): a spy on the hasher counts the comparisons themselves, so
+    this does not trust the IVR's own events. "Consecutive" restarts at a right
+    code, a reset, and a new code from the handset (DESIGN §2.3 clears the counter
+    then too), so with the held tries still counted it must equal the stored counter;
 (c) the stored code changes only when ``1`` is pressed at the read-back (it then
     holds exactly the digits read back) or on a reset, so a hang-up before the
     confirmation never changes it;
