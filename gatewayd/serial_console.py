@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gatewayd.console import Console, Deferred, Reply, Stream, format_event
+from gatewayd.console import Answer, Console, Deferred, Reply, Stream, format_event
 from gatewayd.errors import DeviceError, GatewaydError
 from gatewayd.eventbus import EventBus, Subscription
 from gatewayd.seriallink import Backoff, SerialLink
@@ -155,6 +155,17 @@ class LineEditor:
         self._overflow = False
         self._echo(b"\r\n")
         self._on_entry(entry)
+
+
+def _answer(run: Callable[[], Answer]) -> Answer:
+    """What the console answered, or the error line: the console outlives any command."""
+    try:
+        return run()
+    except GatewaydError as exc:  # e.g. the state file became unreadable: say so
+        return Reply((f"error {exc}",), ok=False)
+    except Exception:
+        LOGGER.exception("console command failed")
+        return Reply(("error the command failed; see the log",), ok=False)
 
 
 class SerialConsole:
@@ -318,13 +329,7 @@ class SerialConsole:
 
     def _run(self, line: str) -> bool:
         """Run one line; False when its answer waits for a code comparison."""
-        try:
-            answer = self._console.run(line)
-        except GatewaydError as exc:  # e.g. the state file became unreadable: say so
-            answer = Reply((f"error {exc}",), ok=False)
-        except Exception:  # the console must outlive any command
-            LOGGER.exception("console command failed")
-            answer = Reply(("error the command failed; see the log",), ok=False)
+        answer = _answer(lambda: self._console.run(line))
         if isinstance(answer, Stream):
             self._start_stream(answer)
             return True
@@ -343,10 +348,9 @@ class SerialConsole:
         """The comparison runs in a worker; its reply, the prompt, then the held input."""
         session = self._session
         ok = await compare_off_loop(deferred.compare)
-        try:
-            answer = deferred.finish(ok)  # settled (counted, audited) whatever happened since
-        except GatewaydError as exc:
-            answer = Reply((f"error {exc}",), ok=False)
+        # Settled (counted, audited) whatever happened since; a failure is answered too.
+        answer = _answer(lambda: deferred.finish(ok))
+        assert isinstance(answer, Reply)
         self._checking = None
         if session != self._session or self._closed:
             self._console.end_session()  # the port was lost meanwhile: nobody stays logged in

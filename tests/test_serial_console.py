@@ -28,6 +28,7 @@ from gatewayd.console import (
     IDLE_LOGOUT_S,
     LOGIN_PROMPT,
     Console,
+    LoginResult,
     PendingLogin,
     TechnicianAuth,
 )
@@ -326,6 +327,27 @@ def test_a_port_lost_during_the_comparison_logs_nobody_in(gated_bench: Bench) ->
     assert shown.endswith(b"gatewayd> ")
     assert "needs a technician login" in bench.terminal.command("ring 2")
     assert bench.box.calls == []
+
+
+class DiskFullAuth(TechnicianAuth):
+    """The login's verdict cannot be written (the state's disk is full)."""
+
+    def settle(self, pending: PendingLogin, ok: bool) -> LoginResult:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_verdict_that_cannot_be_written_is_answered_and_the_console_goes_on(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    bench = Bench(tmp_path, clock, auth=DiskFullAuth)
+    try:
+        bench.terminal.read_until(b"gatewayd> ")
+        shown = login(bench.terminal)
+        assert "error the command failed; see the log" in shown and shown.endswith("gatewayd> ")
+        assert answer_of(bench.terminal.command("version")) == "gatewayd 0.1.0"
+        assert "needs a technician login" in bench.terminal.command("ring 2")
+    finally:
+        bench.close()
 
 
 # --- what a technician does ---------------------------------------------------------------
