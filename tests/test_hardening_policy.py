@@ -153,6 +153,47 @@ def test_the_caller_hears_service_unavailable_and_the_right_code_does_not_open()
     assert phone.hear()[:1] == ["service_unavailable"]
 
 
+def test_a_right_code_whose_clearing_cannot_be_written_does_not_open() -> None:
+    # The count lands, the comparison (in the worker) says right, the clearing does not fit.
+    clock = FakeClock()
+    secrets = FullAfterCount()
+    service = make_service(secrets, clock)
+    service.set_code(RIGHT, "handset")
+    phone = Phone(service, VoicemailConfig(policy=FAST_POLICY), clock)
+    phone.call_for_code()
+    secrets.writes_left = 1
+    phone.hear()
+    phone.press(RIGHT + "#")
+    assert "service_unavailable" in phone.hear() and phone.hung_up
+    assert not any(e.get("result") == "ok" for e in phone.events_of("auth"))
+    assert secrets.mailbox().failures == 1  # the try stays counted
+    assert service.access() is Access.UNAVAILABLE
+
+
+def test_a_verdict_failing_after_its_call_ended_leaves_the_next_call_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    service = make_service(MemorySecrets(), clock)
+    service.set_code(RIGHT, "handset")
+    phone = Phone(service, VoicemailConfig(policy=FAST_POLICY), clock)
+    phone.call_for_code()
+    phone.hold_checks = True
+    phone.press(WRONG + "#")  # compared in the worker...
+    phone.remote_hang_up()  # ...while the caller hangs up
+    phone.lift()  # and the subscriber starts a call
+    phone.dial("3103")
+    state = phone.ivr.state
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug in settling")
+
+    monkeypatch.setattr(service, "settle", broken)
+    phone.release_checks()
+    assert phone.ivr.state == state and phone.ivr.party == "handset"  # not ended
+    assert [e for e in phone.events_of("call") if e.get("reason") == "error"] == []
+
+
 def test_store_check_writable_sees_a_full_disk(tmp_path: Path, monkeypatch) -> None:
     import os
 

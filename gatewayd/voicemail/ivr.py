@@ -706,11 +706,7 @@ class Ivr:
             try:
                 # Settled even after a hang-up: the failure is audited, the lock written.
                 result = service.settle(pending, ok)
-            except ServiceUnavailable:
-                if ours:
-                    self._finish(("service_unavailable",))  # the try stays counted
-                return
-            except PolicyError:
+            except PolicyError:  # overtaken, or unwritable (then the code check says so)
                 if ours:
                     self._enter_code_check()
                 return
