@@ -415,9 +415,9 @@ class Console:
     login. Other sessions log in with the technician code through ``auth``.
     ``interactive`` sessions (the serial console) ask questions (the code, a
     confirmation) on the next line; others must say ``reset --yes``.
-    ``clock`` (monotonic seconds) times the idle logout. With ``defer_checks`` a
-    login code comes back as a :class:`Deferred` (the serial console compares it in
-    a worker, so the event loop never waits for scrypt); without, it is checked inline.
+    ``clock`` (monotonic seconds) times the idle logout. A login code comes back as a
+    :class:`Deferred`: the session compares it in a worker, so the event loop never
+    waits for scrypt.
     """
 
     def __init__(
@@ -430,14 +430,12 @@ class Console:
         auth: TechnicianAuth | None = None,
         clock: Callable[[], float] = time.monotonic,
         idle_logout_s: float = IDLE_LOGOUT_S,
-        defer_checks: bool = False,
     ) -> None:
         self._service = service
         self._origin = origin
         self._trusted = trusted
         self._interactive = interactive
         self._auth = auth
-        self._defer_checks = defer_checks
         self._clock = clock
         self._idle_logout_s = idle_logout_s
         self._logged_in = False
@@ -663,8 +661,6 @@ class Console:
             return Reply(("login cancelled",))
         auth = self._auth
         assert auth is not None
-        if not self._defer_checks:
-            return self._login_reply(auth.login(code, self._origin))
         pending = auth.begin_login(code, self._origin)  # counted on disk now
         if isinstance(pending, LoginResult):
             return self._login_reply(pending)

@@ -202,9 +202,7 @@ class Daemon:
 
         assert self._store is not None and self.profile.console is not None
         auth = TechnicianAuth(self._store, hasher, self._clock)
-        console = Console(
-            self, "console", interactive=True, auth=auth, clock=self._clock, defer_checks=True
-        )
+        console = Console(self, "console", interactive=True, auth=auth, clock=self._clock)
         return SerialConsole(
             self.profile.console.port,
             self.profile.console.baudrate,

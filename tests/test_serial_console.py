@@ -147,7 +147,6 @@ class Bench:
             auth=self.auth,
             clock=console_clock or clock,
             idle_logout_s=idle_logout_s,
-            defer_checks=True,  # as the daemon runs it: the code is compared in a worker
         )
         self.serial = SerialConsole(
             str(self.port), 115200, self.console, self.bus, reopen_first_s=0.05
