@@ -132,17 +132,22 @@ def test_a_real_store_that_fills_up_after_the_count(tmp_path: Path) -> None:
         assert make_service(reopened, clock).access() is Access.LOCKED
 
 
-def test_the_caller_hears_service_unavailable_and_the_right_code_does_not_open() -> None:
+def right_code_on_a_full_disk(writes_left: int) -> tuple[Phone, FullAfterCount, list[str]]:
+    """A caller keys the right code when only ``writes_left`` writes still fit."""
     clock = FakeClock()
     secrets = FullAfterCount()
     service = make_service(secrets, clock)
     service.set_code(RIGHT, "handset")
     phone = Phone(service, VoicemailConfig(policy=FAST_POLICY), clock)
     phone.call_for_code()
-    secrets.writes_left = 0
+    secrets.writes_left = writes_left
     phone.hear()
     phone.press(RIGHT + "#")
-    heard = phone.hear()
+    return phone, secrets, phone.hear()
+
+
+def test_the_caller_hears_service_unavailable_and_the_right_code_does_not_open() -> None:
+    phone, _, heard = right_code_on_a_full_disk(0)
     assert "service_unavailable" in heard
     assert phone.hung_up
     assert phone.ivr.state == "idle"
@@ -155,19 +160,11 @@ def test_the_caller_hears_service_unavailable_and_the_right_code_does_not_open()
 
 def test_a_right_code_whose_clearing_cannot_be_written_does_not_open() -> None:
     # The count lands, the comparison (in the worker) says right, the clearing does not fit.
-    clock = FakeClock()
-    secrets = FullAfterCount()
-    service = make_service(secrets, clock)
-    service.set_code(RIGHT, "handset")
-    phone = Phone(service, VoicemailConfig(policy=FAST_POLICY), clock)
-    phone.call_for_code()
-    secrets.writes_left = 1
-    phone.hear()
-    phone.press(RIGHT + "#")
-    assert "service_unavailable" in phone.hear() and phone.hung_up
+    phone, secrets, heard = right_code_on_a_full_disk(1)
+    assert "service_unavailable" in heard and phone.hung_up
     assert not any(e.get("result") == "ok" for e in phone.events_of("auth"))
     assert secrets.mailbox().failures == 1  # the try stays counted
-    assert service.access() is Access.UNAVAILABLE
+    assert phone.service.access() is Access.UNAVAILABLE
 
 
 def test_a_verdict_failing_after_its_call_ended_leaves_the_next_call_alone(
