@@ -205,6 +205,26 @@ def test_a_wrong_code_compared_across_a_right_one_still_counts(service, backend)
     assert service.audit_log(1)[0]["what"] == "failure"
 
 
+def test_a_wrong_code_still_counts_when_the_counter_climbed_back_after_a_right_one(
+    service,
+) -> None:
+    # The counter was cleared by a right code while the wrong try was compared, then new
+    # tries were counted: the counter is back above the wrong try's place, yet its count
+    # was wiped. Found by the property tests (back-to-back calls): it must count again.
+    service.set_code("4931", "handset")
+    wrong = service.begin_check("2580", "remote")  # counted as failure 1
+    right = service.begin_check("4931", "handset")
+    assert service.settle(right, service.verify(right)).ok  # cleared: failure 1 is gone
+    later = [service.begin_check("4931", "remote") for _ in range(2)]  # counted as 1 and 2
+    assert service.status().failures == 2
+    result = service.settle(wrong, service.verify(wrong))
+    assert not result.ok and result.failures == 3
+    assert service.status().failures == 3
+    for pending in later:
+        assert service.settle(pending, service.verify(pending)).ok
+    assert service.status().failures == 0
+
+
 def test_wrong_codes_compared_side_by_side_count_once_each(service) -> None:
     service.set_code("4931", "handset")
     first = service.begin_check("2580", "remote")

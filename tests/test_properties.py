@@ -52,11 +52,12 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -784,3 +785,32 @@ VoicemailMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestVoicemailProperties = VoicemailMachine.TestCase
+
+
+@given(st.none())
+@settings(max_examples=1, deadline=None)
+def test_a_wrong_verdict_counts_after_the_counter_climbed_back(_: None) -> None:
+    """A run CI found, replayed step by step (the rules' own checks run after each step).
+
+    A wrong try and a right one are held; a right code from a third call clears the
+    counter; two more tries are counted, taking the counter back past the wrong try's
+    place. The wrong verdict must still count: its own count was wiped by the clearing.
+    """
+    machine = VoicemailMachine()
+    steps: list[Callable[[], None]] = [
+        lambda: machine.start(start="code", code="4739", guesses=1),
+        lambda: machine.back_to_back_calls(first="5827", second=CURRENT),
+        lambda: machine.remote_guesses(choices=[CURRENT]),
+        lambda: machine.back_to_back_calls(first=CURRENT, second=CURRENT),
+        lambda: machine.worker_finishes(index=0),
+    ]
+    try:
+        for step in steps:
+            counter = Disk.read(machine.path).failures
+            step()
+            machine.the_service_agrees_with_the_file()
+        # Counted as failure 1, wiped, and the counter was back at 1 when the verdict came.
+        assert counter == 1 and machine.verdict == "wrong"
+        assert Disk.read(machine.path).failures == counter + 1
+    finally:
+        machine.teardown()

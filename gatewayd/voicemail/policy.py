@@ -78,6 +78,8 @@ class PendingCheck:
     locks: bool = False
     #: A right code under an old cost: the new (hash, salt) at the profile's cost.
     rehash: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    #: How many times a right code had cleared the counter when this try was counted.
+    clears: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ class SecretCodeService:
         self._unwritable = False
         #: The hash a right code replaced by the same code at the profile's cost (re-hash).
         self._rehashed_from: bytes | None = None
+        #: Right codes that cleared the counter since start: a try counted before one of
+        #: them lost its count, whatever the counter reads now (it may have climbed back).
+        self._clears = 0
         mailbox = secrets.mailbox()
         # Re-arm the current cool-down in full: the monotonic clock restarted with the box.
         if not self._is_locked(mailbox.failures, mailbox.locked):
@@ -253,6 +258,7 @@ class SecretCodeService:
             mailbox.kdf,
             cooldown_s=cooldown,
             locks=locked,
+            clears=self._clears,
         )
 
     def verify(self, pending: PendingCheck) -> bool:
@@ -294,11 +300,13 @@ class SecretCodeService:
             else:
                 self._write(failures=0, locked=False)
             self._cooldown_until = 0.0
+            self._clears += 1
             LOGGER.info("right code from %s; failure counter cleared", origin)
             return CheckResult(ok=True, failures=0)
-        if mailbox.failures < failures:
+        if self._clears != pending.clears:
             # A right code cleared the counter while this comparison ran (two calls, one
-            # after the other, faster than scrypt): this wrong code counts after it.
+            # after the other, faster than scrypt): this wrong code counts after it, even
+            # when tries counted since have taken the counter back past its old place.
             failures = mailbox.failures + 1
             self._write(failures=failures)
             locked = failures >= self._policy.lock_after
