@@ -268,6 +268,9 @@ class VoicemailMachine(RuleBasedStateMachine):
         self.pending: str | None = None  # the digits last read back, awaiting "1"
         self.protection = False
         self.consecutive_wrong = 0
+        #: A wrong verdict was counted again after a right code (since the last clearing): the
+        #: counter may then sit past the count that armed the cool-down still running.
+        self.recounted = False
         # Comparisons held back as a slow worker would (DESIGN §2.3 must hold meanwhile).
         self.hold = False
         self.held: list[Held] = []
@@ -461,6 +464,7 @@ class VoicemailMachine(RuleBasedStateMachine):
                 event(f"wrong code number {after.failures}")
         elif notes_of(out, "code"):
             self.consecutive_wrong = 0
+            self.recounted = False
             self.generation += 1  # comparisons with the old code are void
             assert after.failures == 0 and after.mailbox["locked"] is False
         elif self.released is None and not self.held_now:
@@ -476,13 +480,20 @@ class VoicemailMachine(RuleBasedStateMachine):
             if failed:
                 event("too many failures after a check")
             else:
-                # Told at the door during a cool-down: no check, nothing counted.
+                # Told at the door during a cool-down: no check, nothing counted. The count
+                # that armed it is a multiple of cooldown_every, unless a held wrong verdict
+                # was counted again during the cool-down (it does not end or restart it).
                 assert notes_of(out, "cooldown")
                 assert self.service.status().cooldown_remaining_s > 0
-                assert after.failures % FAST_POLICY.cooldown_every == 0 < after.failures
+                assert after.failures >= FAST_POLICY.cooldown_every
+                assert after.failures % FAST_POLICY.cooldown_every == 0 or self.recounted
                 event("turned away during a cool-down")
+        # The running cool-down was armed by the last multiple of cooldown_every counted
+        # (the count itself, unless a verdict was counted again since).
+        armed_at = after.failures - after.failures % FAST_POLICY.cooldown_every
         for note in notes_of(out, "cooldown"):
-            assert note["seconds"] <= FAST_POLICY.cooldown_seconds(after.failures)
+            assert note["seconds"] <= FAST_POLICY.cooldown_seconds(armed_at)
+            assert armed_at == after.failures or self.recounted
         if "code_locked" in prompts:
             assert after.failures >= LOCK_AFTER or after.mailbox["locked"]
             event("locked")
@@ -493,6 +504,7 @@ class VoicemailMachine(RuleBasedStateMachine):
 
     def _cleared(self) -> None:
         """A right code cleared the counter: held tries are no longer in it."""
+        self.recounted = False
         for held in self.held:
             held.counted = False
 
@@ -526,6 +538,7 @@ class VoicemailMachine(RuleBasedStateMachine):
             assert after.failures == before.failures + recount
             if recount:
                 released.failures = after.failures
+                self.recounted = True
                 event("wrong verdict after a right one")
         if auth:
             (note,) = auth
@@ -756,6 +769,7 @@ class VoicemailMachine(RuleBasedStateMachine):
         after = Disk.read(self.path)
         assert [r["what"] for r in after.audit[len(before.audit) :]] == ["reset"]
         self.code, self.protection, self.consecutive_wrong = None, False, 0
+        self.recounted = False
         self.generation += 1  # held comparisons are about a code that is gone
         assert after.secret == (None, None) and after.failures == 0
         assert after.mailbox["locked"] is False and after.mailbox["protection"] is False
@@ -787,30 +801,70 @@ VoicemailMachine.TestCase.settings = settings(
 TestVoicemailProperties = VoicemailMachine.TestCase
 
 
+def _replay(machine: VoicemailMachine, steps: list[Callable[[], object]]) -> None:
+    """Run a machine through fixed steps, each followed by the invariant, then tear it down."""
+    try:
+        for step in steps:
+            step()
+            machine.the_service_agrees_with_the_file()
+    finally:
+        machine.teardown()
+
+
+# Runs the random search found, replayed step by step (each rule's own checks run too).
+
+
 @given(st.none())
 @settings(max_examples=1, deadline=None)
 def test_a_wrong_verdict_counts_after_the_counter_climbed_back(_: None) -> None:
-    """A run CI found, replayed step by step (the rules' own checks run after each step).
-
-    A wrong try and a right one are held; a right code from a third call clears the
-    counter; two more tries are counted, taking the counter back past the wrong try's
-    place. The wrong verdict must still count: its own count was wiped by the clearing.
+    """A wrong try and a right one are held; a right code from a third call clears the
+    counter; two more tries take it back to the wrong try's place. The wrong verdict must
+    still count: its own count was wiped by the clearing.
     """
     machine = VoicemailMachine()
-    steps: list[Callable[[], None]] = [
-        lambda: machine.start(start="code", code="4739", guesses=1),
-        lambda: machine.back_to_back_calls(first="5827", second=CURRENT),
-        lambda: machine.remote_guesses(choices=[CURRENT]),
-        lambda: machine.back_to_back_calls(first=CURRENT, second=CURRENT),
-        lambda: machine.worker_finishes(index=0),
-    ]
-    try:
-        for step in steps:
-            counter = Disk.read(machine.path).failures
-            step()
-            machine.the_service_agrees_with_the_file()
-        # Counted as failure 1, wiped, and the counter was back at 1 when the verdict came.
-        assert counter == 1 and machine.verdict == "wrong"
-        assert Disk.read(machine.path).failures == counter + 1
-    finally:
-        machine.teardown()
+    counter: list[int] = []
+
+    def verdict_counted() -> None:
+        assert counter[-1] == 1 and machine.verdict == "wrong"
+        assert Disk.read(machine.path).failures == counter[-1] + 1
+
+    _replay(
+        machine,
+        [
+            lambda: machine.start(start="code", code="4739", guesses=1),
+            lambda: machine.back_to_back_calls(first="5827", second=CURRENT),
+            lambda: machine.remote_guesses(choices=[CURRENT]),
+            lambda: machine.back_to_back_calls(first=CURRENT, second=CURRENT),
+            lambda: counter.append(Disk.read(machine.path).failures),
+            lambda: machine.worker_finishes(index=0),
+            verdict_counted,
+        ],
+    )
+
+
+@given(st.none())
+@settings(max_examples=1, deadline=None)
+def test_a_verdict_counted_again_during_a_cool_down_leaves_it_running(_: None) -> None:
+    """A held wrong verdict lands after a right code, while three new wrong codes' cool-down
+    runs: it is failure 4, and the next caller is still turned away at the door.
+    """
+    machine = VoicemailMachine()
+
+    def turned_away() -> None:
+        assert Disk.read(machine.path).failures == 4 and machine.recounted
+        assert machine.service.status().cooldown_remaining_s > 0
+        assert machine.ivr.state == "idle"  # both callers were told to call back later
+
+    _replay(
+        machine,
+        [
+            lambda: machine.start(start="code", code="4739", guesses=1),
+            machine.finish_prompt,
+            lambda: machine.back_to_back_calls(first=CURRENT, second="5827"),
+            lambda: machine.worker_finishes(index=0),
+            lambda: machine.remote_guesses(choices=["5827", "5827", "5827"]),
+            lambda: machine.worker_finishes(index=0),
+            lambda: machine.back_to_back_calls(first=CURRENT, second=CURRENT),
+            turned_away,
+        ],
+    )
